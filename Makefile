@@ -1,0 +1,68 @@
+# fishtune — one entry point for people and CI.
+#   make setup   install everything (system packages, locked Python env) and run the demo pipeline
+#   make test    run the test suite (installs first if needed)
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON      ?= python3
+UV_VERSION  := 0.13.9
+UV          := $(PYTHON) -m uv
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.fishtune-synced
+SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler
+DEMO        := runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup install system-deps uv demo test lint proto lock clean help
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: install demo ## install everything, then run the demo pipeline on the embedded default
+
+install: system-deps $(STAMP) ## system packages + the locked Python environment in .venv
+
+system-deps: ## ffmpeg (torchcodec), espeak-ng (test speech), protoc (proto check) via apt
+	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
+	if [ -n "$$missing" ]; then
+	  echo "installing system packages: $$missing"
+	  if ! command -v apt-get >/dev/null; then echo "error: install $$missing with your package manager" >&2; exit 1; fi
+	  SUDO=$$([ "$$(id -u)" = 0 ] && echo "" || echo sudo)
+	  $$SUDO apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+	fi
+
+uv: ## the pinned uv (the lock's resolver and installer)
+	@if [ "$$($(UV) --version 2>/dev/null | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then
+	  $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	fi
+
+$(STAMP): uv.lock pyproject.toml | uv
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+demo: install ## tiny model + espeak-ng Finnish clips, then STAGE=all on them (CPU, about a minute)
+	@if [ ! -f $(DEMO)/model/model.pth ] || [ ! -d $(DEMO)/data ]; then
+	  $(PY) -m fishtune.demo $(DEMO)/data $(DEMO)/model
+	fi
+	FISHTUNE_DATA=$(DEMO)/data FISHTUNE_RUNS=$(DEMO)/runs FISHTUNE_CACHE=$(DEMO)/cache \
+	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny doctor.min_free_gb=1
+	@echo "demo run finished: see $(DEMO)/runs/demo (clips/, tokens/, packed/, logs/)"
+
+test: install ## the test suite (CPU)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check src tests bench entrypoint.py
+	$(VENV)/bin/ruff format --check src tests bench entrypoint.py
+
+proto: ## regenerate src/fishtune/proto/text_data_pb2.py from text_data.proto
+	cd src/fishtune/proto && protoc --python_out=. text_data.proto
+
+lock: uv ## re-resolve uv.lock after editing pyproject.toml
+	$(UV) lock
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

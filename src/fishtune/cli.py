@@ -1,0 +1,116 @@
+"""Command line: ``fishtune <stage> [overrides]`` or ``STAGE=<stage> fishtune [overrides]``.
+
+Exit codes: 0 success, 1 a stage failed (one-line reason printed), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from fishtune import logs, stages
+from fishtune.errors import FishtuneError, UsageError
+
+log = logging.getLogger("fishtune")
+
+ENV_HELP = [
+    ("STAGE", "stage to run when none is given as the first argument"),
+    ("FISHTUNE_DATA", "input dataset folder (default /data)"),
+    ("FISHTUNE_RUNS", "output root (default /runs); the run goes to $FISHTUNE_RUNS/$RUN_NAME"),
+    ("RUN_NAME", "name of this run (default 'default')"),
+    ("FISHTUNE_CACHE", "downloads and caches (default /cache)"),
+    ("FISHTUNE_MODEL", "base model folder (default $FISHTUNE_CACHE/models/<model>)"),
+    ("FISHTUNE_CONFIGS", "configs folder (default: the one shipped with fishtune)"),
+]
+
+
+def usage() -> str:
+    width = max(len(n) for n in [*stages.STAGES, "all"])
+    lines = [
+        "usage: python entrypoint.py <stage> [hydra overrides...]",
+        "       STAGE=<stage> python entrypoint.py [hydra overrides...]",
+        "",
+        "stages:",
+    ]
+    for name, (_, desc) in stages.STAGES.items():
+        lines.append(f"  {name:<{width}}  {desc}")
+    lines.append(f"  {'all':<{width}}  run {' -> '.join(stages.CHAIN)}")
+    lines += ["", "overrides: key=value (e.g. model=tiny prepare.max_duration=20 recipe=generic)", "", "env:"]
+    lines += [f"  {k:<16} {v}" for k, v in ENV_HELP]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str]) -> tuple[str, list[str]]:
+    args = list(argv)
+    if any(a in ("-h", "--help", "help") for a in args[:1]) or (not args and not os.environ.get("STAGE")):
+        if not args and not os.environ.get("STAGE"):
+            raise UsageError("no stage given", hint=f"name one: {', '.join([*stages.STAGES, 'all'])}")
+        print(usage())
+        raise SystemExit(0)
+    if args and "=" not in args[0] and not args[0].startswith("-"):
+        stage = args.pop(0)
+    else:
+        stage = os.environ["STAGE"] if os.environ.get("STAGE") else ""
+    stage = stages.resolve(stage.strip().lower())
+    if stage != "all" and stage not in stages.STAGES:
+        raise UsageError(
+            f"unknown stage '{stage}'",
+            hint=f"use one of: {', '.join([*stages.STAGES, 'all'])} (python entrypoint.py --help)",
+        )
+    return stage, args
+
+
+def _append(run_dir: Path, stage: str, text: str) -> None:
+    with open(run_dir / "logs" / f"{stage}.log", "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def run_stage(name: str, cfg) -> dict:
+    run_dir = Path(cfg.run_dir)
+    handler = logs.attach_stage_file(run_dir, name)
+    started = time.time()
+    try:
+        log.info("stage %s: starting (run %s)", name, run_dir)
+        summary = stages.load(name).run(cfg) or {}
+        log.info("stage %s: done in %.1f s", name, time.time() - started)
+        return summary
+    except FishtuneError as err:
+        _append(run_dir, name, f"error: {err.one_line()}\n")
+        raise
+    except Exception as err:
+        # Unexpected: one line on stderr, the traceback in the stage log for a bug report.
+        _append(run_dir, name, traceback.format_exc())
+        raise FishtuneError(
+            f"stage {name} crashed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+            hint=f"full traceback in {run_dir / 'logs' / (name + '.log')}; please report it",
+        ) from err
+    finally:
+        logs.detach(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logs.setup()
+    try:
+        stage, overrides = parse(sys.argv[1:] if argv is None else argv)
+        from fishtune.config import load_config
+
+        cfg = load_config(overrides)
+        names = stages.CHAIN if stage == "all" else [stage]
+        for name in names:
+            run_stage(name, cfg)
+        return 0
+    except FishtuneError as err:
+        sys.stdout.flush()
+        print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""Loading the Hydra configuration (``configs/``) with command-line overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fishtune.errors import UsageError
+
+
+def config_dir() -> Path:
+    """``$FISHTUNE_CONFIGS`` or the ``configs/`` folder of the source tree (also ``/app/configs`` in the image)."""
+    env = os.environ.get("FISHTUNE_CONFIGS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "configs", Path("/app/configs")]
+    for cand in candidates:
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise UsageError(
+        f"no config.yaml found in {', '.join(map(str, candidates))}",
+        hint="set FISHTUNE_CONFIGS to the fishtune configs/ folder",
+    )
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``config.yaml`` with Hydra overrides (``key=value``, ``group=option``) and resolve it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"bad configuration override in {' '.join(overrides) or '(none)'}: {first}",
+            hint="use key=value for existing keys (see configs/config.yaml), +key=value to add one",
+        ) from err
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

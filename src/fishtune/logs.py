@@ -1,0 +1,55 @@
+"""Logging: timestamped lines to stdout and to ``<run_dir>/logs/<stage>.log`` at the same time."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s | %(message)s"
+DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+class _LineBufferedFileHandler(logging.FileHandler):
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, mode="a", encoding="utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        self.flush()
+
+
+def setup(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(getattr(h, "_fishtune_stdout", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+        handler._fishtune_stdout = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    # Fish Speech logs through loguru; route it to the same place at WARNING and above.
+    try:
+        from loguru import logger as loguru_logger
+
+        loguru_logger.remove()
+        loguru_logger.add(lambda msg: logging.getLogger("fish_speech").warning(msg.rstrip()), level="WARNING")
+    except ImportError:  # pragma: no cover - loguru is locked
+        pass
+    # Fish Speech's codec builds weight-normed convs with the deprecated API; the warning is not actionable.
+    warnings.filterwarnings("ignore", message=r".*torch.nn.utils.weight_norm.*", category=FutureWarning)
+    for noisy in ("matplotlib", "numba", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def attach_stage_file(run_dir: Path, stage: str) -> logging.Handler:
+    handler = _LineBufferedFileHandler(Path(run_dir) / "logs" / f"{stage}.log")
+    handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def detach(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()

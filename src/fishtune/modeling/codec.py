@@ -1,0 +1,85 @@
+"""The DAC codec: build it from its Hydra config, load ``codec.pth`` strictly, encode and decode."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from fishtune.errors import InputError
+from fishtune.modeling.files import CODEC_CONFIG, CODEC_FILES, check_model_dir
+
+DERIVED_BUFFERS = ("causal_mask", "freqs_cis")
+
+
+def codec_config_path(model_dir: str | os.PathLike) -> Path:
+    """``<model_dir>/codec_config.yaml`` if present, else Fish Speech's config for the s1-mini codec."""
+    own = Path(model_dir) / CODEC_CONFIG
+    if own.is_file():
+        return own
+    import fish_speech
+
+    return Path(fish_speech.__file__).parent / "configs" / "modded_dac_vq.yaml"
+
+
+def build_codec(config_path: str | os.PathLike):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(str(config_path))
+    return instantiate(cfg)
+
+
+def load_codec(model_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    d = check_model_dir(model_dir, CODEC_FILES)
+    path = d / "codec.pth"
+    codec = build_codec(codec_config_path(d))
+    try:
+        weights = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"cannot load codec {path}: {str(err).splitlines()[0]}",
+            hint="the file is truncated or corrupt; download it again",
+        ) from err
+    if "state_dict" in weights and isinstance(weights["state_dict"], dict):
+        weights = weights["state_dict"]
+    if any("generator" in k for k in weights):  # GAN training checkpoints keep the codec under "generator."
+        weights = {k.replace("generator.", "", 1): v for k, v in weights.items() if "generator." in k}
+    expected = codec.state_dict()
+    # RoPE tables and causal masks are rebuilt by the constructor; checkpoints may or may not carry them.
+    missing = [k for k in expected if k not in weights and not k.endswith(DERIVED_BUFFERS)]
+    if missing:
+        raise InputError(
+            f"{path} does not match the codec config {codec_config_path(d)}: {len(missing)} tensors missing "
+            f"(e.g. {missing[0]})",
+            hint="use the codec.pth that belongs to this model, or add the right codec_config.yaml",
+        )
+    codec.load_state_dict({k: weights[k] for k in expected if k in weights}, strict=False)
+    return codec.eval().to(device)
+
+
+def num_codebooks(codec) -> int:
+    q = codec.quantizer
+    return 1 + int(q.quantizer.n_codebooks)
+
+
+@torch.inference_mode()
+def encode(codec, waves: list[torch.Tensor], device: str | torch.device, dtype: torch.dtype = torch.float32):
+    """Encode mono waves (1-D float tensors at the codec rate) -> list of int codes ``[num_codebooks, frames]``."""
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), 1, int(lengths.max()), dtype=torch.float32)
+    for i, w in enumerate(waves):
+        batch[i, 0, : w.numel()] = w
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32)
+    with autocast:
+        codes, code_lens = codec.encode(batch.to(device), lengths.to(device))
+    return [codes[i, :, : int(code_lens[i])].cpu() for i in range(len(waves))]
+
+
+@torch.inference_mode()
+def decode(codec, codes: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Codes ``[num_codebooks, frames]`` -> mono wave (1-D float tensor at the codec rate)."""
+    codes = codes.to(device=device, dtype=torch.long)
+    audio, _ = codec.decode(codes[None], torch.tensor([codes.shape[1]], device=device))
+    return audio[0, 0].float().cpu()

@@ -1,0 +1,177 @@
+"""The run directory: atomic writes, per-stage state records and resumable journals.
+
+Every file a stage produces is written to a temporary name in the same folder and renamed into place,
+so a killed process leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fishtune.errors import InputError
+
+STATE_FILE = "state.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSON-lines file written by this package; a bad line is an error naming the file and line."""
+    path = Path(path)
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise InputError(
+                    f"{path}:{lineno} is not valid JSON ({err.msg})",
+                    hint="delete the file and rerun the stage that writes it",
+                ) from err
+    return rows
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Journal:
+    """An append-only JSON-lines record of finished work items, for resuming after a kill.
+
+    Each line is flushed and fsynced on write. A torn last line (the process died mid-write) is ignored
+    on load, so the item it described is simply redone.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(row, dict) and "key" in row:
+                        self.entries[row["key"]] = row
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def add(self, key: str, **fields: Any) -> None:
+        row = {"key": key, **fields}
+        self.entries[key] = row
+        self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def compact(self, keep: set[str]) -> None:
+        """Rewrite the journal with only ``keep`` keys (drops entries for inputs that no longer exist)."""
+        self._fh.close()
+        self.entries = {k: v for k, v in self.entries.items() if k in keep}
+        write_jsonl_atomic(self.path, list(self.entries.values()))
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RunState:
+    """``<run_dir>/state.json``: what each stage did, with the fingerprint of its inputs and config."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STATE_FILE
+
+    def load(self) -> dict:
+        if not self.path.exists():
+            return {"stages": {}}
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise InputError(
+                f"{self.path} is not valid JSON ({err.msg})",
+                hint="delete it; every stage will then check its outputs again",
+            ) from err
+
+    def stage(self, name: str) -> dict | None:
+        return self.load()["stages"].get(name)
+
+    def is_current(self, name: str, fingerprint: str) -> bool:
+        rec = self.stage(name)
+        return bool(rec and rec.get("status") == "done" and rec.get("fingerprint") == fingerprint)
+
+    def record(self, name: str, *, fingerprint: str, started: float, **summary: Any) -> None:
+        from fishtune import versions
+
+        state = self.load()
+        state["stages"][name] = {
+            "status": "done",
+            "fingerprint": fingerprint,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.time() - started, 3),
+            "versions": versions.package_versions(),
+            **summary,
+        }
+        write_json_atomic(self.path, state)

@@ -1,0 +1,29 @@
+"""The stage registry: name -> (module, one-line description), in pipeline order."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+STAGES: dict[str, tuple[str, str]] = {
+    "doctor": (
+        "fishtune.stages.doctor",
+        "preflight: versions, GPU, disk, base weights and dataset; fails early",
+    ),
+    "prepare": ("fishtune.stages.prepare", "dataset -> mono clips at the codec rate, .lab text, manifest"),
+    "extract": ("fishtune.stages.extract", "clips -> VQ tokens (.npy) with the codec encoder; cached"),
+    "pack": ("fishtune.stages.pack", "tokens + text -> protobuf training data, held-out validation split"),
+}
+
+ALIASES = {"preflight": "doctor"}
+
+# What STAGE=all runs, in order.
+CHAIN = ["doctor", "prepare", "extract", "pack"]
+
+
+def resolve(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(STAGES[name][0])

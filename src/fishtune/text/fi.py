@@ -1,0 +1,436 @@
+"""Finnish text normalisation: numbers, dates, times, units and abbreviations written out as words.
+
+The TTS model is trained on text that matches what the speaker says, so digits and abbreviations are
+expanded the way they are usually read aloud. Punctuation (commas, full stops, question and
+exclamation marks) is kept because the model uses it for prosody.
+
+Rule order. Each step works on the output of the previous one; the order matters because the later
+number rules would otherwise eat the digits of dates, times and units:
+
+1. :func:`fishtune.text.clean` (NFC, quotes, dashes, whitespace, control characters).
+2. ``n.`` directly before a number becomes ``noin`` ("n. 5" -> "noin 5").
+3. Clock times after ``klo``/``kello``: "klo 14.30" -> "kello neljätoista kolmekymmentä"; minutes
+   below ten are read "nolla <digit>".
+4. Dates ``d.m.yyyy`` and ``d.m.``: ordinal day, month name in the partitive, year as a cardinal.
+   Impossible dates (month 13, 31.4.) are left for the later number rules.
+5. Abbreviations (:data:`ABBREVIATIONS`) and ``&`` -> "ja", before the number rules so that the
+   digits they leave ("esim.7" -> "esimerkiksi 7") are still read. "mm." right after a number is
+   the unit millimetre and is left for step 6.
+6. A number followed by a unit, percent or currency sign (or a currency sign followed by a number):
+   "5 km" -> "viisi kilometriä", "1 %" -> "yksi prosentti" (exactly one takes the singular).
+7. Ordinals: a whole number, a full stop and a lowercase word: "3. päivä" -> "kolmas päivä". A
+   number and a full stop before a capital letter or the end of the text stay a cardinal and a
+   full stop.
+8. Digit groups joined by dots that were no date: a valid ``H.MM`` is read as a time without
+   "kello" ("18.30" -> "kahdeksantoista kolmekymmentä"), anything else part by part with "piste"
+   ("1.2.3" -> "yksi piste kaksi piste kolme").
+9. Remaining numbers: sign (``-``/``–``/``+`` attached to the digits and preceded by the start of
+   the text, a space or "("), decimal comma, thousands separated by spaces, plain integers.
+10. Runs of spaces collapse to one, both ends are stripped.
+
+Reading conventions: integers with a leading zero ("007", "0401234567") and integers longer than
+:data:`MAX_CARDINAL_DIGITS` digits are read digit by digit. Decimal parts of one or two digits without
+a leading zero are read as a number ("2,50" -> "kaksi pilkku viisikymmentä"), others digit by digit
+("3,05" -> "kolme pilkku nolla viisi").
+
+Not handled, on purpose (the text passes through unchanged or only partly expanded):
+
+* inflected numbers and units are not inflected: the case ending decides the form of the number
+  word, so "5:n" is left as it is rather than read wrongly, "5 %:n" becomes "viisi %:n" and
+  "2000-luvulla" becomes "kaksituhatta-luvulla";
+* ranges are read number by number and keep their dash ("5–10" -> "viisi–kymmenen");
+* comma-separated digits without spaces ("1,2,3") are left as they are: neither a decimal nor a list
+  reading is safe;
+* ``t.`` ("tai") is not expanded: it clashes with initials, "t." for "terveisin" and other
+  single-letter abbreviations;
+* capitalised ``Mm.`` is not expanded because it is also the interjection "Mm.";
+* abbreviations that introduce something (esim., ns., prof., vs., ...) keep a full stop only at the
+  end of the text, since a capital letter after them is normally a name, not a new sentence.
+
+:func:`normalize_fi` never raises: a step that fails on some odd input is skipped.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable
+
+from num2words import num2words
+
+from fishtune.text import clean
+
+__all__ = ["ABBREVIATIONS", "MONTHS", "UNITS", "normalize_fi"]
+
+#: Longer integers are read digit by digit (phone numbers, ids), not as "...kvadriljoonaa".
+MAX_CARDINAL_DIGITS = 15
+
+DIGITS: tuple[str, ...] = (
+    "nolla",
+    "yksi",
+    "kaksi",
+    "kolme",
+    "neljä",
+    "viisi",
+    "kuusi",
+    "seitsemän",
+    "kahdeksan",
+    "yhdeksän",
+)
+
+#: Month number -> month name in the partitive, as read after an ordinal day ("viides toukokuuta").
+MONTHS: dict[int, str] = {
+    1: "tammikuuta",
+    2: "helmikuuta",
+    3: "maaliskuuta",
+    4: "huhtikuuta",
+    5: "toukokuuta",
+    6: "kesäkuuta",
+    7: "heinäkuuta",
+    8: "elokuuta",
+    9: "syyskuuta",
+    10: "lokakuuta",
+    11: "marraskuuta",
+    12: "joulukuuta",
+}
+
+# Longest possible day of each month; February allows the 29th unless the year is known.
+_MONTH_DAYS: dict[int, int] = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31,
+}
+
+#: Unit written after a number -> (form after any other number: partitive, form after "yksi").
+UNITS: dict[str, tuple[str, str]] = {
+    "%": ("prosenttia", "prosentti"),
+    "€": ("euroa", "euro"),
+    "$": ("dollaria", "dollari"),
+    "km/h": ("kilometriä tunnissa", "kilometri tunnissa"),
+    "km": ("kilometriä", "kilometri"),
+    "m": ("metriä", "metri"),
+    "cm": ("senttimetriä", "senttimetri"),
+    "mm": ("millimetriä", "millimetri"),
+    "kg": ("kilogrammaa", "kilogramma"),
+    "g": ("grammaa", "gramma"),
+    "mg": ("milligrammaa", "milligramma"),
+    "l": ("litraa", "litra"),
+    "dl": ("desilitraa", "desilitra"),
+    "ml": ("millilitraa", "millilitra"),
+    "°C": ("astetta", "aste"),
+    "℃": ("astetta", "aste"),
+    "°": ("astetta", "aste"),
+    "h": ("tuntia", "tunti"),
+    "min": ("minuuttia", "minuutti"),
+    "s": ("sekuntia", "sekunti"),
+}
+
+#: Currency signs that may also be written before the number ("$5", "€ 10").
+CURRENCY_PREFIXES: tuple[str, ...] = ("€", "$")
+
+#: Abbreviation -> expansion. Whole words only. An entry starting with a lowercase letter also
+#: matches its capitalised form (at the start of a sentence) and then expands capitalised, unless it
+#: is listed in CASE_SENSITIVE_ABBREVIATIONS. "n." (noin) is handled separately: only before a number.
+ABBREVIATIONS: dict[str, str] = {
+    "esim.": "esimerkiksi",
+    "mm.": "muun muassa",  # after a number "mm" is a unit and has already become "millimetriä"
+    "jne.": "ja niin edelleen",
+    "ym.": "ynnä muuta",
+    "yms.": "ynnä muuta sellaista",
+    "ns.": "niin sanottu",
+    "tms.": "tai muuta sellaista",
+    "klo": "kello",
+    "ks.": "katso",
+    "vrt.": "vertaa",
+    "eKr.": "ennen Kristusta",
+    "jKr.": "jälkeen Kristuksen",
+    "tri": "tohtori",
+    "prof.": "professori",
+    "engl.": "englanniksi",
+    "vs.": "versus",
+    "milj.": "miljoonaa",
+    "mrd.": "miljardia",
+}
+
+#: Abbreviations that often end a sentence: their full stop is kept before a capital letter too.
+#: The others keep it only at the end of the text ("prof. Virtanen" is no sentence end).
+SENTENCE_FINAL_ABBREVIATIONS = frozenset({"jne.", "ym.", "yms.", "tms.", "eKr.", "jKr.", "milj.", "mrd."})
+
+#: Abbreviations that are units right after a number ("5 mm." is millimetres, "mm. koirat" is not).
+UNIT_LIKE_ABBREVIATIONS = frozenset({"mm."})
+
+#: Abbreviations matched only exactly as written.
+CASE_SENSITIVE_ABBREVIATIONS = frozenset({"eKr.", "jKr.", "mm."})
+
+#: Forms used right after "yksi" ("yksi miljoona", not "yksi miljoonaa").
+SINGULAR_AFTER_ONE: dict[str, str] = {"milj.": "miljoona", "mrd.": "miljardi"}
+
+#: Symbols read as words wherever they stand.
+SYMBOLS: dict[str, str] = {"&": "ja"}
+
+# --- regular expressions -------------------------------------------------------------------------
+
+# An unsigned integer: groups of three digits separated by single spaces ("10 000") or plain digits.
+_INT = r"[0-9]{1,3}(?: [0-9]{3})+(?![0-9])|[0-9]+"
+# A number: optional sign attached to the digits and preceded by the start, a space or "(", the
+# integer (not glued to a letter, digit, dot or comma before it), an optional decimal comma part.
+_NUMBER = r"(?:(?<![^\s(])(?P<sign>[-–+]))?(?<![\w.,])(?P<int>" + _INT + r")(?:,(?P<frac>[0-9]+))?"
+# What may not follow a number: a letter or digit, or a dot/comma and more digits.
+_NUMBER_END = r"(?!\w|[.,][0-9])"
+
+_NOIN_RE = re.compile(r"(?:(?<!\w)n|(?:^|(?<=[.!?] ))N)\. ?(?=[-–+]?[0-9])")
+_TIME_RE = re.compile(r"(?<!\w)(?P<word>[Kk]lo|[Kk]ello) (?P<h>[0-9]{1,2})[.:](?P<m>[0-9]{2})(?![0-9]|[.:][0-9])")
+_DATE_RE = re.compile(
+    r"(?<![\w.,])(?P<d>[0-9]{1,2})\.(?P<m>[0-9]{1,2})\."
+    r"(?:(?P<y>[0-9]{4})" + _NUMBER_END + r"|(?![\w]|[.,]?[0-9]))"
+)
+_UNIT_ALTERNATIVES = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
+_UNIT_RE = re.compile(_NUMBER + r" ?(?P<unit>" + _UNIT_ALTERNATIVES + r")(?!\w|:\w)")
+_CURRENCY_FIRST_RE = re.compile(
+    r"(?<!\w)(?P<unit>" + "|".join(re.escape(c) for c in CURRENCY_PREFIXES) + r") ?"
+    r"(?P<int>" + _INT + r")(?:,(?P<frac>[0-9]+))?" + _NUMBER_END
+)
+_ORDINAL_RE = re.compile(r"(?<![Kk]lo )(?<![Kk]ello )(?<![\w.,])(?P<int>" + _INT + r")\.(?= (?P<next>\w))")
+_DOTTED_RE = re.compile(r"(?<![\w.,])[0-9]+(?:\.[0-9]+)+" + _NUMBER_END)
+_CARDINAL_RE = re.compile(_NUMBER + r"(?!\w|[.,][0-9]|:[^\W\d_])")
+_MULTIPLIER_CURRENCY_RE = re.compile(r"(?<!\w)(?P<abbr>[Mm]ilj\.|[Mm]rd\.) ?(?P<unit>[€$])(?!\w)")
+_SYMBOL_RE = re.compile(r" *(?:" + "|".join(re.escape(s) for s in SYMBOLS) + r") *")
+_SPACES_RE = re.compile(r" {2,}")
+# "1 " or "yksi " right before a multiplier abbreviation ("1 milj." -> "yksi miljoona").
+_ONE_BEFORE_RE = re.compile(r"(?:(?<![\w.,])1|\b[Yy]ksi) $")
+
+
+def _abbreviation_variants() -> dict[str, tuple[str, str]]:
+    """Every spelling matched -> (table key, expansion in the matching case)."""
+    variants: dict[str, tuple[str, str]] = {}
+    for key, expansion in ABBREVIATIONS.items():
+        variants[key] = (key, expansion)
+        if key not in CASE_SENSITIVE_ABBREVIATIONS and key[0].islower():
+            variants[key[0].upper() + key[1:]] = (key, expansion[0].upper() + expansion[1:])
+    return variants
+
+
+_ABBREVIATION_VARIANTS = _abbreviation_variants()
+_ABBREVIATION_RE = re.compile(
+    r"(?<!\w)(?:"
+    + "|".join(
+        ("(?<![0-9] )(?<![0-9])" if _ABBREVIATION_VARIANTS[v][0] in UNIT_LIKE_ABBREVIATIONS else "")
+        + re.escape(v)
+        + ("" if v.endswith(".") else r"(?!\w)")
+        for v in sorted(_ABBREVIATION_VARIANTS, key=len, reverse=True)
+    )
+    + ")"
+)
+
+# --- number reading ------------------------------------------------------------------------------
+
+
+def _digits(digits: str) -> str:
+    """Read each digit on its own: "05" -> "nolla viisi"."""
+    return " ".join(DIGITS[int(d)] for d in digits if d.isdigit())
+
+
+def _cardinal(digits: str) -> str:
+    """Read an integer written with ASCII digits (spaces between groups allowed) as a cardinal."""
+    digits = digits.replace(" ", "")
+    if (len(digits) > 1 and digits.startswith("0")) or len(digits) > MAX_CARDINAL_DIGITS:
+        return _digits(digits)
+    try:
+        return num2words(int(digits), lang="fi")
+    except Exception:  # num2words has no documented error contract; never fail on text
+        return _digits(digits)
+
+
+def _ordinal(digits: str) -> str | None:
+    """The ordinal of an integer ("3" -> "kolmas"), or None when it cannot be read as one."""
+    digits = digits.replace(" ", "")
+    if len(digits) > MAX_CARDINAL_DIGITS:
+        return None
+    try:
+        return num2words(int(digits), lang="fi", to="ordinal")
+    except Exception:
+        return None
+
+
+def _fraction(digits: str) -> str:
+    """Read the part after a decimal comma: "5" -> "viisi", "50" -> "viisikymmentä", "05" digit-wise."""
+    if len(digits) <= 2 and not digits.startswith("0"):
+        return _cardinal(digits)
+    return _digits(digits)
+
+
+def _number(sign: str | None, integer: str, fraction: str | None) -> str:
+    """Words for a possibly signed number with an optional decimal part."""
+    words = _cardinal(integer)
+    if fraction is not None:
+        words += " pilkku " + _fraction(fraction)
+    if sign in ("-", "–"):
+        words = "miinus " + words
+    elif sign == "+":
+        words = "plus " + words
+    return words
+
+
+def _is_one(integer: str, fraction: str | None) -> bool:
+    return fraction is None and integer == "1"
+
+
+def _time(hours: str, minutes: str) -> str | None:
+    """Words for a clock time, or None when it is no valid time."""
+    h, m = int(hours), int(minutes)
+    if h > 24 or m > 59 or (h == 24 and m != 0):
+        return None
+    minute_words = f"nolla {DIGITS[m]}" if m < 10 else _cardinal(str(m))
+    return f"{_cardinal(str(h))} {minute_words}"
+
+
+def _ends_sentence(text: str, pos: int) -> bool:
+    """True when a full stop just before ``pos`` ends a sentence: end of text or space + capital.
+
+    Closing quotes and brackets right after the full stop are skipped.
+    """
+    while pos < len(text) and text[pos] in "\"')]":
+        pos += 1
+    if pos >= len(text):
+        return True
+    return text[pos] == " " and pos + 1 < len(text) and text[pos + 1].isupper()
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+def _noin(text: str) -> str:
+    return _NOIN_RE.sub(lambda m: "Noin " if m.group(0).startswith("N") else "noin ", text)
+
+
+def _times(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        words = _time(m["h"], m["m"])
+        if words is None:
+            return m.group(0)
+        word = "Kello" if m["word"][0] == "K" else "kello"
+        return f"{word} {words}"
+
+    return _TIME_RE.sub(replace, text)
+
+
+def _dates(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        day, month = int(m["d"]), int(m["m"])
+        year = m["y"]
+        last_day = _MONTH_DAYS.get(month, 0)
+        if month == 2 and year is not None and not calendar.isleap(int(year)):
+            last_day = 28
+        if not 1 <= day <= last_day:
+            return m.group(0)  # not a date: the dotted-number rule reads it
+        day_words = _ordinal(m["d"])
+        if day_words is None:
+            return m.group(0)
+        words = f"{day_words} {MONTHS[month]}"
+        if year is not None:
+            return f"{words} {_cardinal(year)}"
+        # "d.m." : the final dot belongs to the date, but also ends the sentence when one ends here.
+        return words + "." if _ends_sentence(m.string, m.end()) else words
+
+    return _DATE_RE.sub(replace, text)
+
+
+def _units(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        plural, singular = UNITS[m["unit"]]
+        sign = m["sign"] if "sign" in m.re.groupindex else None
+        unit = singular if _is_one(m["int"], m["frac"]) else plural
+        return f"{_number(sign, m['int'], m['frac'])} {unit}"
+
+    return _CURRENCY_FIRST_RE.sub(replace, _UNIT_RE.sub(replace, text))
+
+
+def _ordinals(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        following = m["next"]
+        if not (following.isalpha() and following.islower()):
+            return m.group(0)  # cardinal + full stop: left for the number rule
+        words = _ordinal(m["int"])
+        return m.group(0) if words is None else words
+
+    return _ORDINAL_RE.sub(replace, text)
+
+
+def _dotted(text: str) -> str:
+    def replace(m: re.Match[str]) -> str:
+        parts = m.group(0).split(".")
+        if len(parts) == 2 and len(parts[0]) <= 2 and len(parts[1]) == 2:
+            words = _time(parts[0], parts[1])
+            if words is not None:
+                return words
+        return " piste ".join(_cardinal(p) for p in parts)
+
+    return _DOTTED_RE.sub(replace, text)
+
+
+def _cardinals(text: str) -> str:
+    return _CARDINAL_RE.sub(lambda m: _number(m["sign"], m["int"], m["frac"]), text)
+
+
+def _abbreviations(text: str) -> str:
+    def currency(m: re.Match[str]) -> str:
+        return f"{m['abbr']} {UNITS[m['unit']][0]}"
+
+    def replace(m: re.Match[str]) -> str:
+        key, expansion = _ABBREVIATION_VARIANTS[m.group(0)]
+        if key in SINGULAR_AFTER_ONE and _ONE_BEFORE_RE.search(m.string, 0, m.start()):
+            expansion = SINGULAR_AFTER_ONE[key]
+        if not key.endswith("."):
+            return expansion
+        end = m.end()
+        following = m.string[end : end + 1]
+        if following == "." or end >= len(m.string):
+            return expansion + "."
+        if key in SENTENCE_FINAL_ABBREVIATIONS and _ends_sentence(m.string, end):
+            return expansion + "."
+        return expansion + " " if following.isalnum() else expansion
+
+    text = _MULTIPLIER_CURRENCY_RE.sub(currency, text)
+    text = _ABBREVIATION_RE.sub(replace, text)
+    return _SYMBOL_RE.sub(lambda m: f" {SYMBOLS[m.group(0).strip()]} ", text)
+
+
+def _tidy(text: str) -> str:
+    return _SPACES_RE.sub(" ", text).strip()
+
+
+#: The rules of steps 2-10, in the order they run (step 1, clean(), runs first in normalize_fi).
+RULES: tuple[Callable[[str], str], ...] = (
+    _noin,
+    _times,
+    _dates,
+    _abbreviations,
+    _units,
+    _ordinals,
+    _dotted,
+    _cardinals,
+    _tidy,
+)
+
+
+def normalize_fi(text: str) -> str:
+    """Normalise Finnish ``text`` for TTS: :func:`~fishtune.text.clean`, then :data:`RULES` in order.
+
+    Never raises: a rule that fails on some input is skipped and the text passes through it unchanged.
+    """
+    text = clean(text)
+    for rule in RULES:
+        try:
+            text = rule(text)
+        except Exception:  # defensive: one odd input must not stop a whole data-preparation run
+            continue
+    return text

@@ -1,0 +1,83 @@
+"""Shared fixtures: the tiny model, the espeak-ng Finnish dataset, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRYPOINT = ROOT / "entrypoint.py"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from fishtune.modeling.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def finnish_data(tmp_path_factory) -> Path:
+    """12 espeak-ng Finnish clips (wav, stereo mp3, flac) + 3 broken inputs, in the fish folder layout."""
+    from fishtune.demo import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "fi", clips=12, broken=True)
+
+
+def copy_data(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+class Runner:
+    """Runs ``python entrypoint.py`` in a subprocess with the run's environment, as a user would."""
+
+    def __init__(self, tmp: Path, data: Path, model: Path):
+        self.tmp = tmp
+        self.env = {
+            **os.environ,
+            "FISHTUNE_DATA": str(data),
+            "FISHTUNE_RUNS": str(tmp / "runs"),
+            "FISHTUNE_CACHE": str(tmp / "cache"),
+            "FISHTUNE_MODEL": str(model),
+            "RUN_NAME": "test",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop("STAGE", None)
+        self.run_dir = tmp / "runs" / "test"
+
+    def __call__(self, *args: str, env: dict | None = None, check: bool = True, timeout: int = 600):
+        proc = subprocess.run(
+            [sys.executable, str(ENTRYPOINT), *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"exit {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(ENTRYPOINT), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+@pytest.fixture
+def runner(tmp_path, finnish_data, tiny_model) -> Runner:
+    return Runner(tmp_path, finnish_data, tiny_model)
+
+
+TINY = ["model=tiny", "doctor.min_free_gb=0.1"]

@@ -1,0 +1,132 @@
+"""doctor -> prepare -> extract -> pack on real espeak-ng Finnish audio with the tiny codec, via the real CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from fishtune import packed, tokens
+
+pytestmark = pytest.mark.e2e
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_data_half_end_to_end(runner):
+    proc = runner("all", *TINY)
+    out = proc.stdout
+    for stage in ("doctor", "prepare", "extract", "pack"):
+        assert f"stage {stage}: done" in out
+    run = runner.run_dir
+
+    # prepare: 12 clips accepted, the 3 broken inputs rejected with their reasons, nothing silently dropped
+    manifest = _jsonl(run / "clips" / "manifest.jsonl")
+    rejected = {r["id"]: r["reason"] for r in _jsonl(run / "clips" / "rejected.jsonl")}
+    assert len(manifest) == 12
+    assert set(rejected) == {"puhuja/rikki", "puhuja/ilman_tekstia", "puhuja/tyhja_teksti"}
+    assert "cannot decode audio" in rejected["puhuja/rikki"]
+    assert "missing transcript" in rejected["puhuja/ilman_tekstia"]
+    assert "transcript is empty" in rejected["puhuja/tyhja_teksti"]
+    assert "15 inputs, 12 accepted" in out and "3 rejected" in out
+    import soundfile as sf
+
+    for row in manifest:
+        info = sf.info(str(run / "clips" / row["path"]))
+        assert (info.samplerate, info.channels) == (44100, 1)
+        assert abs(info.duration - row["duration"]) < 0.01
+        assert 1.0 < row["duration"] < 10.0
+    by_id = {r["id"]: r for r in manifest}
+    assert by_id["puhuja/lause_004"]["source_channels"] == 2  # the stereo mp3 was downmixed
+    # Finnish normalisation ran: "klo 14.30" and "n. 2 tuntia" are words in the .lab
+    assert "kello neljätoista kolmekymmentä" in by_id["puhuja/lause_002"]["text"]
+    assert (run / "clips" / "puhuja" / "lause_002.lab").read_text().strip() == by_id["puhuja/lause_002"]["text"]
+    stats = json.loads((run / "clips" / "stats.json").read_text())
+    assert stats["accepted"] == 12 and stats["rejected"] == 3 and stats["durations"]["count"] == 12
+
+    # extract: one [4, frames] int token file per clip, frames = ceil(samples / 2048)
+    for row in manifest:
+        codes = tokens.load(run / "tokens" / f"{row['id']}.npy")
+        assert codes.shape[0] == 4
+        assert codes.shape[1] == int(np.ceil(row["duration"] * 44100 / 2048))
+        assert codes[0].max() < 64 and codes[1:].max() < 32 and codes.min() >= 0
+
+    # pack: every clip exactly once, val held out of train
+    split = json.loads((run / "packed" / "split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["train"]) == 11
+    assert not set(split["val"]) & set(split["train"])
+    train = packed.read_dir(run / "packed" / "train")
+    val = packed.read_dir(run / "packed" / "val")
+    train_texts = [s.texts[0] for r in train for s in r.sentences]
+    val_texts = [s.texts[0] for r in val for s in r.sentences]
+    assert len(train_texts) == 11 and len(val_texts) == 1
+    sent = val[0].sentences[0]
+    (val_id,) = split["val"]
+    assert sent.texts[0] == by_id[val_id]["text"]
+    np.testing.assert_array_equal(packed.sentence_codes(sent), tokens.load(run / "tokens" / f"{val_id}.npy"))
+
+    # second run: everything cached, nothing re-encoded, pack up to date
+    again = runner("all", *TINY).stdout
+    assert "12 cached (same audio and codec), 0 to encode" in again
+    assert "resuming: 13 of 13 inputs already processed" in again
+    assert "pack: up to date" in again
+
+    # delete half of the token files: only those are encoded again, with identical codes
+    before = {r["id"]: tokens.load(run / "tokens" / f"{r['id']}.npy") for r in manifest}
+    for row in manifest[::2]:
+        (run / "tokens" / f"{row['id']}.npy").unlink()
+    third = runner("extract", *TINY).stdout
+    assert "6 cached (same audio and codec), 6 to encode" in third
+    for row in manifest:
+        np.testing.assert_array_equal(tokens.load(run / "tokens" / f"{row['id']}.npy"), before[row["id"]])
+
+    # a changed clip (same name, different audio) is re-encoded: the cache is keyed by content
+    clip = run / "clips" / manifest[1]["path"]
+    import soundfile as sf
+
+    data, sr = sf.read(str(clip))
+    sf.write(str(clip), data[::-1].copy(), sr, subtype="PCM_16")
+    assert "11 cached (same audio and codec), 1 to encode" in runner("extract", *TINY).stdout
+
+
+def test_extract_resumes_after_kill(runner):
+    runner("prepare", *TINY)
+    tokens_dir = runner.run_dir / "tokens"
+    proc = runner.popen("extract", *TINY, "extract.max_batch_clips=1")
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(tokens_dir.glob("*/*.npy"))) < 3:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = len(list(tokens_dir.glob("*/*.npy")))
+    assert 3 <= done_before < 12, "the kill should land in the middle of the run"
+    out = runner("extract", *TINY).stdout
+    assert f"{done_before} cached (same audio and codec), {12 - done_before} to encode" in out
+    assert len(list(tokens_dir.glob("*/*.npy"))) == 12
+    assert not list(tokens_dir.glob("*/.*.tmp"))
+
+
+def test_prepare_fails_when_too_much_is_rejected(runner, tmp_path, finnish_data):
+    from conftest import copy_data
+
+    data = copy_data(finnish_data, tmp_path / "mostly_broken")
+    for lab in sorted((data / "puhuja").glob("lause_00[0-5].lab")):
+        lab.write_text("")
+    proc = runner("prepare", *TINY, env={"FISHTUNE_DATA": str(data)}, check=False)
+    assert proc.returncode == 1
+    assert "9 of 15 inputs rejected (60% > prepare.max_reject_fraction=0.2)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(_jsonl(runner.run_dir / "clips" / "rejected.jsonl")) == 9  # the report is still written
+    ok = runner("prepare", *TINY, "prepare.max_reject_fraction=0.7", env={"FISHTUNE_DATA": str(data)})
+    assert "6 accepted" in ok.stdout
+
+
+def test_later_stages_name_the_missing_input(runner):
+    proc = runner("extract", *TINY, check=False)
+    assert proc.returncode == 1
+    assert "manifest.jsonl not found" in proc.stderr and "run the prepare stage first" in proc.stderr
