@@ -1,0 +1,94 @@
+"""Strict loading of the model folder: the tiny model loads through the real path; broken folders fail loudly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from fishtune.errors import InputError
+from fishtune.modeling import codec as codec_mod
+from fishtune.modeling import llm
+
+
+def test_tiny_model_has_the_real_layout_and_loads(tiny_model):
+    for name in ("model.pth", "config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth"):
+        assert (tiny_model / name).is_file()
+    model = llm.load_llm(tiny_model)
+    saved = torch.load(tiny_model / "model.pth", weights_only=True)
+    for k, v in model.state_dict().items():
+        if k in saved:
+            assert torch.equal(v, saved[k]), k
+    assert set(saved) <= set(model.state_dict())
+    assert type(model).__name__ == "DualARTransformer"
+    assert model.config.num_codebooks == 4 and model.config.codebook_size == 64
+    tok = model.tokenizer
+    assert tok.semantic_end_id - tok.semantic_begin_id + 1 == 64
+    assert tok.decode(tok.encode("Hyvää päivää")) == "Hyvää päivää"
+
+
+def test_forward_runs(tiny_model):
+    model = llm.load_llm(tiny_model)
+    inp = torch.zeros(1, 5, 7, dtype=torch.long)
+    out = super(type(model), model).forward(inp)  # the slow transformer's training forward
+    assert out.logits.shape == (1, 7, model.config.vocab_size)
+
+
+def test_missing_tensor_is_an_error(tiny_model, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model, broken)
+    sd = torch.load(broken / "model.pth", weights_only=True)
+    sd.pop("layers.0.attention.wqkv.weight")
+    torch.save(sd, broken / "model.pth")
+    with pytest.raises(InputError, match="missing 1 tensors.*layers.0.attention.wqkv.weight"):
+        llm.load_llm(broken)
+
+
+def test_lora_checkpoint_is_not_a_model(tiny_model, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model, broken)
+    sd = torch.load(broken / "model.pth", weights_only=True)
+    sd["layers.0.attention.wqkv.lora_A"] = torch.zeros(8, 64)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in sd.items()}}, broken / "model.pth")
+    with pytest.raises(InputError, match="merge it first"):
+        llm.load_llm(broken)
+
+
+def test_truncated_weights_are_an_error(tiny_model, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model, broken)
+    data = (broken / "model.pth").read_bytes()
+    (broken / "model.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        llm.load_llm(broken)
+
+
+def test_special_token_ids_must_match(tiny_model, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model, broken)
+    specials = json.loads((broken / "special_tokens.json").read_text())
+    specials["<|im_end|>"] += 1000
+    (broken / "special_tokens.json").write_text(json.dumps(specials))
+    with pytest.raises(InputError, match="different models"):
+        llm.load_tokenizer(broken)
+
+
+def test_codec_with_missing_weights_is_an_error(tiny_model, tmp_path):
+    broken = tmp_path / "m"
+    shutil.copytree(tiny_model, broken)
+    sd = torch.load(broken / "codec.pth", weights_only=True)
+    sd = {k: v for k, v in sd.items() if not k.startswith("quantizer.")}
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in sd.items()}}, broken / "codec.pth")
+    with pytest.raises(InputError, match="does not match the codec config"):
+        codec_mod.load_codec(broken)
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        llm.load_llm(tmp_path / "none")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="lacks model.pth"):
+        llm.load_llm(tmp_path / "half")
