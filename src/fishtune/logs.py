@@ -41,6 +41,17 @@ def setup(level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", message=r".*torch.nn.utils.weight_norm.*", category=FutureWarning)
     for noisy in ("matplotlib", "numba", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def quiet_lightning() -> None:
+    """Call after importing lightning: it sets its loggers to INFO with a handler of its own at import."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.setLevel(logging.WARNING)
 
 
 def attach_stage_file(run_dir: Path, stage: str) -> logging.Handler:

@@ -21,6 +21,20 @@ from fishtune.errors import InputError
 STATE_FILE = "state.json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+def make_public(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by mkstemp/mkdtemp (0600/0700) the usual permissions under the process umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync and rename it over ``path``."""
@@ -33,6 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        make_public(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

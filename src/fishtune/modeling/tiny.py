@@ -99,10 +99,12 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     from fish_speech.tokenizer import FishTokenizer
 
     from fishtune.modeling.codec import DERIVED_BUFFERS, build_codec
+    from fishtune.runstate import make_public
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    make_public(tmp, directory=True)
     try:
         torch.manual_seed(seed)
         with open(tmp / "tokenizer.tiktoken", "w") as fh:
@@ -124,7 +126,7 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
             codebook_size=SEMANTIC_SIZE,
             num_codebooks=1 + RESIDUAL_CODEBOOKS,
             n_fast_layer=1,
-            max_seq_len=2048,
+            max_seq_len=4096,  # Fish Speech generation needs prompt <= max_seq_len - 2048
             tie_word_embeddings=False,
             attention_qk_norm=True,
             scale_codebook_embeddings=True,

@@ -13,12 +13,15 @@ STAGES: dict[str, tuple[str, str]] = {
     "prepare": ("fishtune.stages.prepare", "dataset -> mono clips at the codec rate, .lab text, manifest"),
     "extract": ("fishtune.stages.extract", "clips -> VQ tokens (.npy) with the codec encoder; cached"),
     "pack": ("fishtune.stages.pack", "tokens + text -> protobuf training data, held-out validation split"),
+    "train": ("fishtune.stages.train", "LoRA fine-tuning, validated on the held-out split; resumable"),
+    "merge": ("fishtune.stages.merge", "LoRA + base -> standalone model folder, validated three ways"),
+    "synthesize": ("fishtune.stages.synthesize", "text -> wav with the fine-tuned model (Fish Speech generation)"),
 }
 
 ALIASES = {"preflight": "doctor"}
 
 # What STAGE=all runs, in order.
-CHAIN = ["doctor", "prepare", "extract", "pack"]
+CHAIN = ["doctor", "prepare", "extract", "pack", "train", "merge", "synthesize"]
 
 
 def resolve(name: str) -> str:

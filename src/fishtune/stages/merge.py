@@ -1,0 +1,203 @@
+"""Stage ``merge``: fold the trained LoRA into the base weights and write a standalone, validated model folder.
+
+Validation (each one fails the stage):
+1. every adapted weight changed by exactly ``s·BA`` (the LoRA product; ``(BA)ᵀ`` for embeddings) and every other
+   tensor is bit-identical to the base — "differs from the base" alone would pass a broken merge;
+2. the merged model's outputs equal the base+LoRA model's outputs on held-out data, within ``merge.rtol``;
+3. the written folder loads through fishtune's strict loader *and* Fish Speech's own ``from_pretrained``, and
+   both give the same outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fishtune import lora, modelcard
+from fishtune.errors import InputError, StageFailed
+from fishtune.modeling.files import CODEC_CONFIG
+from fishtune.modeling.llm import load_llm
+from fishtune.runstate import RunState, make_public, sha256_file, sha256_json, write_json_atomic
+from fishtune.stages.train import lora_settings
+from fishtune.training import checkpoints
+from fishtune.training import forward as fw
+
+log = logging.getLogger("fishtune.merge")
+COPIED = ("config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth", CODEC_CONFIG)
+
+
+def resolve_checkpoint(cfg: DictConfig, which: str | None = None) -> Path:
+    which = str(which or cfg.merge.checkpoint)
+    train_dir = Path(cfg.run_dir) / "train"
+    if which == "best":
+        if (train_dir / "best.ckpt").is_file():
+            return train_dir / "best.ckpt"
+        log.warning("no train/best.ckpt (no validation ran?): using the final adapter train/lora.pth")
+        which = "last"
+    if which == "last":
+        for cand in (train_dir / "lora.pth", checkpoints.newest_intact(train_dir / "checkpoints")):
+            if cand is not None and Path(cand).is_file():
+                return Path(cand)
+        raise InputError(f"no trained adapter in {train_dir}", hint="run the train stage first (STAGE=train)")
+    path = Path(which)
+    if not path.exists():
+        raise InputError(f"merge.checkpoint {path} does not exist", hint="use best, last or a path to a .ckpt")
+    return path
+
+
+def probe_batch(cfg: DictConfig, model) -> dict:
+    """A held-out batch to compare outputs on (falls back to a synthetic one when nothing is packed)."""
+    from fishtune.training.samples import Collate, ValSet, load_groups
+
+    tok, nc = model.tokenizer, model.config.num_codebooks
+    val = Path(cfg.run_dir) / "packed" / "val"
+    collate = Collate(tok.get_token_id("<|end_of_text|>"))
+    if any(val.glob("*.protos")):
+        ds = ValSet(load_groups(val, nc), tok, nc, min(1024, model.config.max_seq_len))
+        return collate([ds[i] for i in range(min(2, len(ds)))])
+    g = torch.Generator().manual_seed(0)
+    from fishtune.training.samples import Utterance, encode
+
+    u = Utterance("Tämä on testi.", torch.randint(0, model.config.codebook_size, (nc, 16), generator=g).numpy())
+    return collate([encode(tok, nc, [u])])
+
+
+@torch.no_grad()
+def outputs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    out = fw.forward(model, batch["inputs"], batch["labels"], batch["key_padding_mask"])
+    return out.token_logits.float(), out.codebook_logits.float()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
+    """Max abs difference, checked against ``rtol`` times the magnitude of the outputs."""
+    diff = float((a - b).abs().max())
+    scale = float(b.abs().max()) or 1.0
+    if diff > rtol * scale:
+        raise StageFailed(
+            f"merged model output differs from base+LoRA by {diff:.3g} (> {rtol:g} x {scale:.3g})",
+            hint="report this: the merge is wrong",
+        )
+    return diff
+
+
+@torch.no_grad()
+def check_deltas(base: dict, merged: dict, model) -> dict:
+    mods = lora.lora_modules(model)
+    adapted = {f"{n}.weight" for n in mods}
+    for k, v in base.items():
+        if k not in merged:
+            raise StageFailed(f"merged weights lack {k}")
+        if k not in adapted and not torch.equal(v, merged[k]):
+            raise StageFailed(f"{k} is not adapted by LoRA but changed in the merge")
+    worst = 0.0
+    for name, mod in mods.items():
+        key = f"{name}.weight"
+        got = merged[key].float() - base[key].float()
+        want = mod.delta()
+        eps = torch.finfo(merged[key].dtype).eps
+        tol = 4 * eps * (base[key].float().abs() + want.abs()) + 1e-12
+        bad = (got - want).abs() > tol
+        if bad.any():
+            raise StageFailed(f"merged {key} - base != LoRA product (max error {float((got - want).abs().max()):.3g})")
+        worst = max(worst, float((got - want).abs().max()))
+    nonzero = sum(int(mods[n].delta().abs().max() > 0) for n in mods)
+    return {"adapted_tensors": len(mods), "nonzero_deltas": nonzero, "max_delta_error": worst}
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    ckpt = resolve_checkpoint(cfg)
+    out_dir = Path(cfg.merge.output)
+    base_dir = Path(cfg.model.path)
+    log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
+    weights = checkpoints.read_lora(ckpt)
+    model = load_llm(base_dir)
+    base_sd = {k: v.clone() for k, v in model.state_dict().items()}
+    lora.apply_lora(model, lora_settings(cfg))
+    lora.load_lora_state_dict(model, weights, source=str(ckpt))
+    batch = probe_batch(cfg, model)
+    ref_tok, ref_cb = outputs(model, batch)
+    merged = lora.merged_state_dict(model)
+    deltas = check_deltas(base_sd, merged, model)
+    if deltas["nonzero_deltas"] == 0:
+        log.warning("every LoRA product is zero: the merged model equals the base model (was it trained?)")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    make_public(tmp, directory=True)
+    try:
+        torch.save(merged, tmp / "model.pth")
+        for name in COPIED:
+            if (base_dir / name).is_file():
+                try:
+                    os.link(base_dir / name, tmp / name)
+                except OSError:
+                    shutil.copy2(base_dir / name, tmp / name)
+        rtol = float(cfg.merge.rtol)
+        ours = load_llm(tmp)
+        diff_ours = max(_close(a, b, rtol) for a, b in zip(outputs(ours, batch), (ref_tok, ref_cb), strict=True))
+        diff_fish = _check_with_fish_speech(tmp, batch, (ref_tok, ref_cb), rtol)
+        validation = {
+            **deltas,
+            "max_abs_diff": round(max(diff_ours, diff_fish), 8),
+            "rtol": rtol,
+            "fish_speech_loader": True,
+            "probe_tokens": int((~batch["key_padding_mask"]).sum()),
+        }
+        settings = OmegaConf.to_container(cfg.lora)
+        (tmp / "README.md").write_text(modelcard.render(run_dir, str(cfg.model.name), settings, str(ckpt), validation))
+        write_json_atomic(
+            tmp / "state.json",
+            {
+                "base_model": str(base_dir),
+                "checkpoint": str(ckpt),
+                "lora": settings,
+                "validation": validation,
+                "sha256": {"model.pth": sha256_file(tmp / "model.pth")},
+            },
+        )
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(
+        "merge: %d adapted tensors (%d changed), weight deltas equal the LoRA products (max error %.2g), "
+        "outputs match base+LoRA (max diff %.2g), loads in Fish Speech's own loader -> %s",
+        deltas["adapted_tensors"],
+        deltas["nonzero_deltas"],
+        deltas["max_delta_error"],
+        validation["max_abs_diff"],
+        out_dir,
+    )
+    RunState(run_dir).record(
+        "merge",
+        fingerprint=sha256_json([str(ckpt), validation]),
+        started=started,
+        output=str(out_dir),
+        checkpoint=str(ckpt),
+    )
+    return validation
+
+
+def _check_with_fish_speech(folder: Path, batch, ref, rtol: float) -> float:
+    """Load the folder with Fish Speech 0.1.0's own ``from_pretrained`` and compare outputs."""
+    from fish_speech.models.text2semantic.llama import DualARTransformer
+
+    model = DualARTransformer.from_pretrained(str(folder), load_weights=True)
+    return max(_close(a, b, rtol) for a, b in zip(outputs(model, batch), ref, strict=True))

@@ -1,0 +1,1 @@
+"""Training: samples from packed data, the dual-AR training forward and loss, the Lightning module."""

@@ -1,0 +1,92 @@
+"""Callbacks: a metrics journal (``train/metrics.jsonl``) with readable progress lines and an ETA."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+
+from fishtune.progress import format_seconds
+
+log = logging.getLogger("fishtune.train")
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class MetricsJournal(L.Callback):
+    """Appends one JSON line per logged training step and per validation; logs a progress line for each."""
+
+    def __init__(self, path: Path, every: int, max_steps: int):
+        self.path, self.every, self.max_steps = Path(path), max(1, every), max_steps
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = None
+        self._t0 = None
+        self._step0 = 0
+        self.best_val = math.inf
+
+    def _write(self, row: dict) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed on teardown
+        self._fh.write(json.dumps(row) + "\n")
+        self._fh.flush()
+
+    def on_train_start(self, trainer, pl_module):
+        self._t0, self._step0 = time.time(), trainer.global_step
+        if trainer.global_step:
+            log.info("resumed at step %d of %d", trainer.global_step, self.max_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every and step != self.max_steps:
+            return
+        m = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "perf/"))}
+        self._write({"step": step, "time": time.time(), **m})
+        done = step - self._step0
+        elapsed = time.time() - self._t0
+        eta = elapsed / done * (self.max_steps - step) if done > 0 else math.nan
+        parts = [
+            f"step {step}/{self.max_steps}",
+            f"loss {m.get('train/loss', math.nan):.4f}",
+            f"(token {m.get('train/base_loss', math.nan):.3f} + codebook {m.get('train/semantic_loss', math.nan):.3f})",
+            f"top5 {m.get('train/top5_accuracy', math.nan):.3f}",
+            f"lr {m.get('train/lr', math.nan):.2e}",
+        ]
+        if "perf/step_seconds" in m:
+            parts.append(f"{m['perf/step_seconds']:.2f} s/step, {m.get('perf/tokens_per_second', 0):.0f} tok/s")
+        if "perf/gpu_memory_gb" in m:
+            parts.append(f"GPU {m['perf/gpu_memory_gb']:.1f} GiB")
+        if not math.isnan(eta):
+            parts.append(f"ETA {format_seconds(eta)}")
+        log.info(", ".join(parts))
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        m = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if not m:
+            return
+        self.best_val = min(self.best_val, m.get("val/loss", math.inf))
+        self._write({"step": trainer.global_step, "time": time.time(), **m})
+        log.info(
+            "validation at step %d: val loss %.4f (token %.3f + codebook %.3f), top5 %.3f, best %.4f",
+            trainer.global_step,
+            m.get("val/loss", math.nan),
+            m.get("val/base_loss", math.nan),
+            m.get("val/semantic_loss", math.nan),
+            m.get("val/top5_accuracy", math.nan),
+            self.best_val,
+        )
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._fh:
+            self._fh.close()
+            self._fh = None

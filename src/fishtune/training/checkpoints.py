@@ -1,0 +1,92 @@
+"""Checkpoint files: atomic saves, finding the newest intact one, reading LoRA weights out of them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fishtune.errors import InputError, StageFailed
+from fishtune.runstate import atomic_path
+
+log = logging.getLogger("fishtune.train")
+STEP_RE = re.compile(r"step_(\d{9})\.ckpt$")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temp file in the same folder and rename: a kill or a full disk never leaves a half file.
+
+    A failed save (e.g. ENOSPC) raises a clear error and leaves earlier checkpoints untouched.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, str(tmp))
+        except OSError as err:
+            raise StageFailed(
+                f"could not write checkpoint {path}: {err.strerror or err}",
+                hint="free disk space in the run directory; earlier checkpoints are intact",
+            ) from err
+
+
+def step_of(path: Path) -> int:
+    m = STEP_RE.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def list_steps(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.glob("step_*.ckpt") if step_of(p) >= 0), key=step_of)
+
+
+def is_intact(path: Path) -> bool:
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+        return isinstance(ckpt, dict) and "state_dict" in ckpt and "global_step" in ckpt
+    except Exception:
+        return False
+
+
+def newest_intact(folder: Path) -> Path | None:
+    """The newest ``step_*.ckpt`` that loads; broken newer ones are renamed ``*.corrupt`` with a warning."""
+    for path in reversed(list_steps(folder)):
+        if is_intact(path):
+            return path
+        bad = path.with_suffix(".ckpt.corrupt")
+        os.replace(path, bad)
+        log.warning("checkpoint %s is corrupt (half-written?): moved to %s, using the previous one", path, bad.name)
+    return None
+
+
+def read_lora(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """LoRA tensors from a Lightning checkpoint, a fishtune ``lora.pth`` or upstream's LoRA checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        cands = [path / "lora.pth"] if (path / "lora.pth").is_file() else []
+        ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        intact = newest_intact(ckdir) if not cands else None
+        if intact is not None:
+            cands = [intact]
+        if not cands:
+            raise InputError(
+                f"no LoRA weights (lora.pth or step_*.ckpt) in {path}",
+                hint="point at a train/ folder, a .ckpt or a lora.pth",
+            )
+        path = cands[0]
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise InputError(
+            f"cannot read LoRA weights {path}: {str(err).splitlines()[0]}",
+            hint="the file is corrupt; use another checkpoint",
+        ) from err
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
+    out = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in sd.items() if "lora_" in k}
+    if not out:
+        raise InputError(f"{path} holds no LoRA weights", hint="use a checkpoint written by the train stage")
+    return out

@@ -1,0 +1,105 @@
+"""The LightningModule: LoRA training of the dual-AR model with upstream's loss, AdamW and warm-up."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+
+from fishtune import lora
+from fishtune.training import forward as fw
+
+
+def lr_lambda(warmup: int, total: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
+
+
+class LoraModule(L.LightningModule):
+    def __init__(self, model, opt: dict, gradient_checkpointing: bool = False):
+        super().__init__()
+        self.model = model
+        self.opt = opt
+        self.gradient_checkpointing = gradient_checkpointing
+        self.strict_loading = False  # checkpoints hold LoRA weights only; on_load_checkpoint checks them
+        self._t_last = None
+
+    def forward(self, batch):
+        return fw.loss(self.model, batch, self.gradient_checkpointing)
+
+    def training_step(self, batch, batch_idx):
+        self.model.train()
+        out = self(batch)
+        now = time.perf_counter()
+        bs = batch["inputs"].shape[0]
+        logs = {
+            "train/loss": out.loss.detach(),
+            "train/base_loss": out.base_loss,
+            "train/semantic_loss": out.semantic_loss,
+            "train/top5_accuracy": out.top5_accuracy,
+            "train/tokens": float(out.tokens),
+        }
+        if self._t_last is not None:
+            dt = now - self._t_last
+            logs["perf/step_seconds"] = dt
+            logs["perf/tokens_per_second"] = out.tokens / dt if dt > 0 else 0.0
+        if torch.cuda.is_available():
+            logs["perf/gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        self._t_last = now
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=bs)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        bs = batch["inputs"].shape[0]
+        self.log_dict(
+            {
+                "val/loss": out.loss,
+                "val/base_loss": out.base_loss,
+                "val/semantic_loss": out.semantic_loss,
+                "val/top5_accuracy": out.top5_accuracy,
+            },
+            on_step=False,
+            on_epoch=True,
+            batch_size=bs,
+        )
+
+    def on_validation_epoch_start(self):
+        self._t_last = None  # validation time is not a training step
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if ("embeddings" in name or name.endswith("bias") or "norm" in name) else decay).append(p)
+        o = self.opt
+        fused = torch.cuda.is_available() and all(p.is_cuda for p in decay + no_decay)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o["lr"],
+            betas=tuple(o["betas"]),
+            eps=o["eps"],
+            fused=fused or None,
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(o["warmup_steps"], o["max_steps"], o["scheduler"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "lora_" in k}
+        checkpoint["fishtune"] = {"lora": self.opt.get("lora", {}), "base_model": self.opt.get("base_model")}
+
+    def on_load_checkpoint(self, checkpoint):
+        lora.load_lora_state_dict(self.model, checkpoint["state_dict"], source="the resumed checkpoint")

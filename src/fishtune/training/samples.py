@@ -1,0 +1,175 @@
+"""Training samples from packed data, in the layout Fish Speech's inference uses.
+
+A sample packs consecutive utterances of one speaker, each as
+
+    <|speaker:0|> text  <semantic tokens + codes>  <|im_end|>
+
+after a leading ``<|interleave|>`` — exactly the prompt ``fish_speech...inference.generate_long`` builds from
+reference clips, so the fine-tuned model is trained on the format it is used with. Loss is computed on the
+semantic tokens and the ``<|im_end|>`` of every utterance. Encoding goes through Fish Speech's own
+``ContentSequence``; tensors are ``[1 + num_codebooks, L]``: row 0 token ids, rows 1.. codes at semantic
+positions (0 elsewhere). Labels are shifted by one; -100 is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+from fishtune import packed
+from fishtune.errors import InputError
+
+IGNORE = -100
+
+
+@dataclass
+class Utterance:
+    text: str
+    codes: np.ndarray  # [num_codebooks, frames]
+
+
+def load_groups(folder: str | Path, num_codebooks: int) -> list[list[Utterance]]:
+    """One list of utterances per ``TextData`` record (speaker) in ``folder/*.protos``."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.protos"))
+    if not files:
+        raise InputError(f"no .protos files in {folder}", hint="run the pack stage first (STAGE=pack)")
+    groups = []
+    for rec in packed.read_dir(folder):
+        utts = []
+        for s in rec.sentences:
+            codes = packed.sentence_codes(s)
+            if codes.shape[0] != num_codebooks:
+                raise InputError(
+                    f"{folder}: utterance of {rec.name} has {codes.shape[0]} codebooks, the model has {num_codebooks}",
+                    hint="extract tokens with this model's codec (rerun extract and pack)",
+                )
+            utts.append(Utterance(s.texts[0], codes))
+        if utts:
+            groups.append(utts)
+    return groups
+
+
+def encode(tokenizer, num_codebooks: int, utterances: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (inputs ``[1+nc, L]``, labels ``[1+nc, L]``), int64."""
+    from fish_speech.content_sequence import ContentSequence, TextPart, VQPart
+
+    seq = ContentSequence(modality="interleave")
+    for u in utterances:
+        seq.append(
+            [TextPart(text=u.text), VQPart(codes=torch.from_numpy(u.codes), cal_loss=True)], add_end=True, speaker=0
+        )
+    enc = seq.encode(tokenizer, add_shift=True)
+    length = enc.tokens.shape[0]
+    codes = torch.cat(enc.vq_parts, dim=1).long()
+    inputs = torch.zeros(num_codebooks + 1, length, dtype=torch.long)
+    inputs[0] = enc.tokens.long()
+    inputs[1:, enc.vq_mask_tokens] = codes[:, : int(enc.vq_mask_tokens.sum())]
+    labels = torch.full((num_codebooks + 1, length), IGNORE, dtype=torch.long)
+    labels[0] = enc.labels.long()
+    labels[1:, enc.vq_mask_labels] = codes[:, -int(enc.vq_mask_labels.sum()) :]
+    return inputs, labels
+
+
+def utterance_length(u: Utterance, text_tokens: int) -> int:
+    return text_tokens + u.codes.shape[1] + 8  # speaker tag, im_end and a margin
+
+
+class PackedTrainStream(IterableDataset):
+    """Infinite, deterministic stream of collated batches: batch ``b`` holds samples ``b*batch_size + i``, and
+    sample ``k`` depends only on (seed, k). Worker ``w`` of ``n`` makes batches ``b ≡ w (mod n)``, which the
+    DataLoader returns in order, so batch order does not depend on the number of workers.
+
+    ``start_batch`` skips batches already consumed: a resumed run sees the same data as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        groups,
+        tokenizer,
+        num_codebooks: int,
+        max_length: int,
+        batch_size: int,
+        collate,
+        seed: int = 0,
+        start_batch: int = 0,
+    ):
+        self.groups, self.tokenizer, self.nc = groups, tokenizer, num_codebooks
+        self.max_length, self.seed, self.start_batch = max_length, seed, start_batch
+        self.batch_size, self.collate = batch_size, collate
+        self.weights = [len(g) for g in groups]
+        self._text_len = {}
+
+    def _len(self, u: Utterance) -> int:
+        key = u.text
+        if key not in self._text_len:
+            self._text_len[key] = len(self.tokenizer.encode(f"<|speaker:0|>{u.text}"))
+        return utterance_length(u, self._text_len[key])
+
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        digest = hashlib.sha256(f"{self.seed}:{k}".encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "little"))
+        group = rng.choices(self.groups, weights=self.weights)[0]
+        i = rng.randrange(len(group))
+        chosen, total = [], 1
+        while len(chosen) < len(group):
+            u = group[(i + len(chosen)) % len(group)]
+            n = self._len(u)
+            if chosen and total + n > self.max_length:
+                break
+            chosen.append(u)
+            total += n
+        inputs, labels = encode(self.tokenizer, self.nc, chosen)
+        return inputs[:, : self.max_length], labels[:, : self.max_length]
+
+    def batch(self, b: int) -> dict:
+        return self.collate([self.sample(b * self.batch_size + i) for i in range(self.batch_size)])
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        b = self.start_batch + wid
+        while True:
+            yield self.batch(b)
+            b += nw
+
+
+class ValSet(Dataset):
+    """Every held-out utterance once, alone, in a fixed order: comparable losses across validations."""
+
+    def __init__(self, groups, tokenizer, num_codebooks: int, max_length: int):
+        self.items = [u for g in groups for u in g]
+        self.tokenizer, self.nc, self.max_length = tokenizer, num_codebooks, max_length
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        inputs, labels = encode(self.tokenizer, self.nc, [self.items[i]])
+        return inputs[:, : self.max_length], labels[:, : self.max_length]
+
+
+class Collate:
+    """Pad to the longest sample; ``key_padding_mask`` is True at padding."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch):
+        longest = max(x.shape[1] for x, _ in batch)
+        n = batch[0][0].shape[0]
+        inputs = torch.zeros(len(batch), n, longest, dtype=torch.long)
+        inputs[:, 0] = self.pad_id
+        labels = torch.full((len(batch), n, longest), IGNORE, dtype=torch.long)
+        pad = torch.ones(len(batch), longest, dtype=torch.bool)
+        for i, (x, y) in enumerate(batch):
+            inputs[i, :, : x.shape[1]] = x
+            labels[i, :, : y.shape[1]] = y
+            pad[i, : x.shape[1]] = False
+        return {"inputs": inputs, "labels": labels, "key_padding_mask": pad}
