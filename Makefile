@@ -1,6 +1,7 @@
 # fishtune — one entry point for people and CI.
 #   make setup   install everything (system packages, locked Python env) and run the demo pipeline
 #   make test    run the test suite (installs first if needed)
+#   make image   build the container image (docker buildx, or buildah where there is no Docker daemon)
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,8 +15,9 @@ STAMP       := $(VENV)/.fishtune-synced
 SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler
 DEMO        := runs/demo
 PYTEST_ARGS ?=
+IMAGE       ?= localhost/fishtune:dev
 
-.PHONY: setup install system-deps uv demo test lint proto lock clean help
+.PHONY: setup install system-deps uv demo test lint proto lock clean help image image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,15 +50,28 @@ demo: install ## tiny model + espeak-ng Finnish clips, then STAGE=all on them (C
 	  $(PY) -m fishtune.demo $(DEMO)/data $(DEMO)/model
 	fi
 	FISHTUNE_DATA=$(DEMO)/data FISHTUNE_RUNS=$(DEMO)/runs FISHTUNE_CACHE=$(DEMO)/cache \
-	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny doctor.min_free_gb=1
+	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny preset=tiny
 	@echo "demo run finished: see $(DEMO)/runs/demo (clips/, tokens/, packed/, logs/)"
 
 test: install ## the test suite (CPU)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff
-	$(VENV)/bin/ruff check src tests bench entrypoint.py
-	$(VENV)/bin/ruff format --check src tests bench entrypoint.py
+lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonschema (GitHub workflows)
+	$(VENV)/bin/ruff check src tests bench entrypoint.py docker
+	$(VENV)/bin/ruff format --check src tests bench entrypoint.py docker
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/shellcheck docker/*.sh .ci/run
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+base-image: ## the local Debian bookworm + Python base for buildah builds (no registry here)
+	docker/make-base.sh
+
+image: ## build the image from the Dockerfile (BASE_IMAGE=..., WEIGHTS=openaudio-s1-mini WEIGHTS_REVISION=... HF_TOKEN_FILE=...)
+	IMAGE=$(IMAGE) docker/build.sh
+
+image-test: image install ## build, then smoke-test inside the image (doctor, STAGE=all on the tiny model) + env == lock
+	$(PYTHON) docker/smoke_test.py $(IMAGE)
+	FISHTUNE_IMAGE=$(IMAGE) $(PY) -m pytest -p no:cacheprovider -q tests/test_image_lock.py
 
 proto: ## regenerate src/fishtune/proto/text_data_pb2.py from text_data.proto
 	cd src/fishtune/proto && protoc --python_out=. text_data.proto

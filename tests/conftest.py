@@ -80,4 +80,42 @@ def runner(tmp_path, finnish_data, tiny_model) -> Runner:
     return Runner(tmp_path, finnish_data, tiny_model)
 
 
-TINY = ["model=tiny", "doctor.min_free_gb=0.1"]
+TINY = ["model=tiny", "preset=tiny"]
+
+
+def run_inprocess(run_dir: Path, data: Path, model: Path, stage: str, *overrides: str) -> int:
+    """Run stages in this process (faster than a subprocess); their logs are in ``run_dir/logs``."""
+    from fishtune import cli
+
+    return cli.main(
+        [
+            stage,
+            *TINY,
+            f"paths.data={data}",
+            f"paths.runs={run_dir.parent}",
+            f"run_name={run_dir.name}",
+            f"paths.cache={run_dir.parent / 'cache'}",
+            f"model.path={model}",
+            *overrides,
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def packed_run(tmp_path_factory, finnish_data, tiny_model) -> Path:
+    """A run directory after prepare -> extract -> pack on the espeak-ng Finnish clips (made once)."""
+    run_dir = tmp_path_factory.mktemp("packed") / "runs" / "base"
+    assert run_inprocess(run_dir, finnish_data, tiny_model, "prepare,extract,pack") == 0
+    return run_dir
+
+
+@pytest.fixture
+def fresh_run(tmp_path, packed_run) -> Path:
+    """A private copy of ``packed_run`` for one test."""
+    return copy_run(packed_run, tmp_path / "runs" / "t")
+
+
+def copy_run(src: Path, dst: Path, skip: tuple[str, ...] = ("train", "model", "samples")) -> Path:
+    """Copy a run directory without the top-level outputs named in ``skip``."""
+    shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if Path(d) == src and n in skip])
+    return dst

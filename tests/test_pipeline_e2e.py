@@ -19,7 +19,7 @@ def _jsonl(path):
 
 
 def test_data_half_end_to_end(runner):
-    proc = runner("all", *TINY)
+    proc = runner("doctor,prepare,extract,pack", *TINY)
     out = proc.stdout
     for stage in ("doctor", "prepare", "extract", "pack"):
         assert f"stage {stage}: done" in out
@@ -71,7 +71,7 @@ def test_data_half_end_to_end(runner):
     np.testing.assert_array_equal(packed.sentence_codes(sent), tokens.load(run / "tokens" / f"{val_id}.npy"))
 
     # second run: everything cached, nothing re-encoded, pack up to date
-    again = runner("all", *TINY).stdout
+    again = runner("prepare,extract,pack", *TINY).stdout
     assert "12 cached (same audio and codec), 0 to encode" in again
     assert "resuming: 13 of 13 inputs already processed" in again
     assert "pack: up to date" in again
@@ -130,3 +130,56 @@ def test_later_stages_name_the_missing_input(runner):
     proc = runner("extract", *TINY, check=False)
     assert proc.returncode == 1
     assert "manifest.jsonl not found" in proc.stderr and "run the prepare stage first" in proc.stderr
+
+
+def test_whole_chain_all_stages(runner, tmp_path):
+    """STAGE=all: doctor -> prepare -> extract -> pack -> train -> merge -> synthesize, as in the container."""
+    import soundfile as sf
+
+    proc = runner(*TINY, env={"STAGE": "all"})
+    run = runner.run_dir
+    summary = json.loads((run / "train" / "summary.json").read_text())
+    assert summary["best_val_loss"] < summary["baseline"]["base_val_loss"]
+    model_dir = run / "model"
+    for name in ("model.pth", "config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth", "README.md"):
+        assert (model_dir / name).is_file()
+    state = json.loads((model_dir / "state.json").read_text())
+    assert state["validation"]["fish_speech_loader"] is True
+    assert state["validation"]["nonzero_deltas"] == state["validation"]["adapted_tensors"] == 20
+    assert "Fish Audio Research License" in (model_dir / "README.md").read_text()
+    wavs = sorted((run / "samples").glob("*.wav"))
+    assert len(wavs) == 4  # the recipe's sample sentences
+    for wav in wavs:
+        info = sf.info(str(wav))
+        assert info.samplerate == 44100 and info.channels == 1 and info.frames > 2048
+        data, _ = sf.read(str(wav))
+        assert np.abs(data).max() > 0
+    rows = _jsonl(run / "samples" / "index.jsonl")
+    assert "kello yhdeksän viisitoista" in rows[1]["normalized"]
+    assert "stage synthesize: done" in proc.stdout
+
+    # one sentence from TEXT, a text file, and base + LoRA before merging
+    one = runner("synthesize", *TINY, "synthesize.output=" + str(tmp_path / "one"), env={"TEXT": "Moi 3 kertaa!"})
+    assert "1 wavs" in one.stdout
+    assert _jsonl(tmp_path / "one" / "index.jsonl")[0]["normalized"] == "Moi kolme kertaa!"
+    lines = tmp_path / "lines.txt"
+    lines.write_text("Ensimmäinen lause.\n\nToinen lause.\n", encoding="utf-8")
+    two = runner(
+        "synthesize",
+        *TINY,
+        f"synthesize.text_file={lines}",
+        "synthesize.model=lora",
+        "synthesize.output=" + str(tmp_path / "two"),
+    )
+    assert "using base model + LoRA" in two.stdout and len(list((tmp_path / "two").glob("*.wav"))) == 2
+    ref = next((run / "clips" / "puhuja").glob("*.wav"))
+    three = runner(
+        "synthesize",
+        *TINY,
+        f"synthesize.reference_audio={ref}",
+        "synthesize.reference_text=Hei",
+        "synthesize.output=" + str(tmp_path / "three"),
+    )
+    assert "reference clip" in three.stdout
+    bad = runner("synthesize", *TINY, "synthesize.text_file=/nonexistent.txt", check=False)
+    assert bad.returncode == 1 and "not found" in bad.stderr

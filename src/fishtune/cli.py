@@ -31,7 +31,7 @@ ENV_HELP = [
 def usage() -> str:
     width = max(len(n) for n in [*stages.STAGES, "all"])
     lines = [
-        "usage: python entrypoint.py <stage> [hydra overrides...]",
+        "usage: python entrypoint.py <stage>[,<stage>...] [hydra overrides...]",
         "       STAGE=<stage> python entrypoint.py [hydra overrides...]",
         "",
         "stages:",
@@ -55,13 +55,14 @@ def parse(argv: list[str]) -> tuple[str, list[str]]:
         stage = args.pop(0)
     else:
         stage = os.environ["STAGE"] if os.environ.get("STAGE") else ""
-    stage = stages.resolve(stage.strip().lower())
-    if stage != "all" and stage not in stages.STAGES:
-        raise UsageError(
-            f"unknown stage '{stage}'",
-            hint=f"use one of: {', '.join([*stages.STAGES, 'all'])} (python entrypoint.py --help)",
-        )
-    return stage, args
+    names = [stages.resolve(s.strip().lower()) for s in stage.split(",") if s.strip()] or [""]
+    for name in names:
+        if name != "all" and name not in stages.STAGES:
+            raise UsageError(
+                f"unknown stage '{name}'",
+                hint=f"use one of: {', '.join([*stages.STAGES, 'all'])} (python entrypoint.py --help)",
+            )
+    return ",".join(names), args
 
 
 def _append(run_dir: Path, stage: str, text: str) -> None:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         from fishtune.config import load_config
 
         cfg = load_config(overrides)
-        names = stages.CHAIN if stage == "all" else [stage]
+        names = [n for s in stage.split(",") for n in (stages.CHAIN if s == "all" else [s])]
         for name in names:
             run_stage(name, cfg)
         return 0

@@ -1,0 +1,113 @@
+"""Static checks of the Dockerfile and the workflows (no container engine needed).
+
+What a build would only reveal late or never: label defaults drifting from uv.lock, the token leaking into
+the history through an ARG/ENV, a layer order that reinstalls torch on every code change, unpinned actions.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE)
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _arg_defaults() -> dict[str, str]:
+    return dict(
+        m.groups() for kind, rest in _instructions() if kind == "ARG" for m in [re.match(r"(\w+)=(\S*)", rest)] if m
+    )
+
+
+def _lock() -> dict[str, str]:
+    return {p["name"]: p["version"] for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+
+
+def test_label_version_defaults_match_the_lock():
+    args, lock = _arg_defaults(), _lock()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert args["VERSION"] == project["version"]
+    assert args["TORCH_VERSION"] == lock["torch"]
+    assert args["TORCHCODEC_VERSION"] == lock["torchcodec"]
+    assert args["PROTOBUF_VERSION"] == lock["protobuf"] == "3.20.3"
+    assert args["FISH_SPEECH_VERSION"] == lock["fish-speech"]
+
+
+def test_uv_in_the_image_is_the_makefile_pin():
+    pinned = re.search(r"^UV_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    reqs = (ROOT / "docker" / "uv-requirements.txt").read_text()
+    assert f"uv=={pinned} " in reqs and reqs.count("--hash=sha256:") >= 2
+
+
+def test_runtime_contract():
+    ins = _instructions()
+    assert ("ENTRYPOINT", '["python", "/app/entrypoint.py"]') in ins
+    env = " ".join(rest for kind, rest in ins if kind == "ENV")
+    for kv in (
+        "NVIDIA_VISIBLE_DEVICES=all",
+        "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+        "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True",
+    ):
+        assert kv in env
+    assert ("VOLUME", '["/data", "/runs", "/cache"]') in ins
+    users = [rest for kind, rest in ins if kind == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert _arg_defaults()["BASE_IMAGE"].startswith("nvidia/cuda:") and "cudnn-runtime-ubuntu24.04" in DOCKERFILE
+
+
+def test_token_is_a_secret_never_an_arg_or_env():
+    for kind, rest in _instructions():
+        if kind in ("ARG", "ENV", "LABEL"):
+            assert not re.search(r"HF_TOKEN|HUGGING_FACE_HUB_TOKEN|hf_token", rest, re.I), (kind, rest)
+    bake = [rest for kind, rest in _instructions() if kind == "RUN" and "fetch_weights.py" in rest]
+    assert len(bake) == 1 and "--mount=type=secret,id=hf_token" in bake[0]
+
+
+def test_layer_order_keeps_torch_out_of_code_changes():
+    """The heavy `uv sync --no-install-project` sees only pyproject.toml and uv.lock; the code comes after."""
+    ins = _instructions()
+    heavy = next(i for i, (k, r) in enumerate(ins) if k == "RUN" and "--no-install-project" in r)
+    copies_before = [r for k, r in ins[:heavy] if k == "COPY" and not r.startswith("--from=")]
+    assert copies_before and all(
+        set(r.split()[:-1]) <= {"pyproject.toml", "uv.lock", "docker/uv-requirements.txt", "/tmp/uv-requirements.txt"}
+        for r in copies_before
+    ), copies_before
+    src_copy = next(i for i, (k, r) in enumerate(ins) if k == "COPY" and r.startswith("src "))
+    assert src_copy > heavy
+    assert "--mount=type=cache,target=/root/.cache/uv" in ins[heavy][1]
+    assert "--frozen" in ins[heavy][1] and "--no-dev" in ins[heavy][1]
+
+
+def test_dockerignore_keeps_the_venv_and_runs_out():
+    ignore = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip()[:1] not in ("", "#")]
+    assert ignore[0] == "*"  # allow-list: only named paths reach the builder
+    assert "!.venv" not in ignore and "!runs/" not in ignore
+
+
+@pytest.mark.skipif(not WORKFLOWS, reason="no workflows")
+def test_actions_are_pinned_by_sha_with_version_comment():
+    uses = [
+        (wf.name, line.strip())
+        for wf in WORKFLOWS
+        for line in wf.read_text().splitlines()
+        if re.match(r"\s*-?\s*uses:", line)
+    ]
+    assert uses
+    for name, line in uses:
+        assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d", line), f"{name}: {line}"
