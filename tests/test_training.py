@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+
 from conftest import ENTRYPOINT, TINY, copy_run, run_inprocess
 
 pytestmark = pytest.mark.slow
