@@ -53,3 +53,36 @@ def test_loss_of_an_untrained_model_is_near_uniform(tiny_model):
     assert abs(float(out.loss) - uniform) < 0.5
     assert out.semantic_targets == 30  # one fast-transformer row per frame
     assert 0 <= float(out.top5_accuracy) <= 1
+
+
+def test_chunked_cross_entropy_gives_the_same_loss_and_gradients(tiny_model):
+    from fishtune import lora
+    from fishtune.training.samples import Collate
+
+    model = load_llm(tiny_model)
+    lora.apply_lora(model, lora.LoraSettings(r=4, alpha=8))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    model.train()
+    tok, nc = model.tokenizer, model.config.num_codebooks
+    g = torch.Generator().manual_seed(3)
+    utts = [
+        Utterance("Hei maailma", torch.randint(0, 32, (nc, 20), generator=g).numpy()),
+        Utterance("Moi", torch.randint(0, 32, (nc, 7), generator=g).numpy()),
+    ]
+    batch = Collate(tok.get_token_id("<|end_of_text|>"))([encode(tok, nc, utts), encode(tok, nc, utts[1:])])
+    results = []
+    for chunk in (0, 7, 1000):
+        model.zero_grad()
+        out = fw.loss(model, batch, ce_chunk=chunk)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out, grads))
+    (ref, ref_g), *others = results
+    for out, grads in others:
+        torch.testing.assert_close(out.loss, ref.loss)
+        torch.testing.assert_close(out.top5_accuracy, ref.top5_accuracy)
+        for n in ref_g:
+            torch.testing.assert_close(grads[n], ref_g[n], rtol=1e-4, atol=1e-6)

@@ -195,7 +195,7 @@ def run(cfg: DictConfig) -> dict:
         "base_model": str(cfg.model.path),
     }
     model.train()
-    module = LoraModule(model, opt, gradient_checkpointing=bool(t.gradient_checkpointing))
+    module = LoraModule(model, opt, gradient_checkpointing=bool(t.gradient_checkpointing), ce_chunk=int(t.ce_chunk))
     journal = MetricsJournal(train_dir / "metrics.jsonl", int(t.log_every), int(t.max_steps))
     callbacks = [
         ModelCheckpoint(

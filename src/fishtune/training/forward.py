@@ -53,9 +53,20 @@ def embed(model, inputs: Tensor) -> Tensor:
     return x
 
 
-def forward(
+@dataclass
+class Hidden:
+    slow: Tensor  # [B, T, dim], after the final norm
+    fast: Tensor  # [N, nc, fast_dim], after the fast norm
+    codebook_labels: Tensor  # [N, nc]
+
+
+def token_head(model, h: Tensor) -> Tensor:
+    return F.linear(h, model.embeddings.weight) if model.config.tie_word_embeddings else model.output(h)
+
+
+def hidden(
     model, inputs: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None, gradient_checkpointing: bool = False
-) -> ForwardOut:
+) -> Hidden:
     cfg = model.config
     B, _, T = inputs.shape
     x = embed(model, inputs)
@@ -69,7 +80,6 @@ def forward(
         else:
             x = layer(x, freqs, mask)
     slow = model.norm(x)
-    token_logits = F.linear(slow, model.embeddings.weight) if cfg.tie_word_embeddings else model.output(slow)
 
     sel = semantic_mask(model, labels[:, 0])  # positions whose next token is a semantic token
     cb_labels = labels[:, 1:].permute(0, 2, 1)[sel]  # [N, nc]
@@ -83,8 +93,15 @@ def forward(
             fast_in = checkpoint(layer, fast_in, ffreqs, fmask, use_reentrant=False)
         else:
             fast_in = layer(fast_in, ffreqs, fmask)
-    codebook_logits = model.fast_output(model.fast_norm(fast_in))
-    return ForwardOut(token_logits, codebook_logits, cb_labels)
+    return Hidden(slow, model.fast_norm(fast_in), cb_labels)
+
+
+def forward(
+    model, inputs: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None, gradient_checkpointing: bool = False
+) -> ForwardOut:
+    """Full logits (for checks and tests; training uses :func:`loss`, which need not materialise them all)."""
+    h = hidden(model, inputs, labels, key_padding_mask, gradient_checkpointing)
+    return ForwardOut(token_head(model, h.slow), model.fast_output(h.fast), h.codebook_labels)
 
 
 @dataclass
@@ -97,25 +114,59 @@ class LossOut:
     tokens: int
 
 
-def loss(model, batch: dict, gradient_checkpointing: bool = False) -> LossOut:
-    out = forward(model, batch["inputs"], batch["labels"], batch.get("key_padding_mask"), gradient_checkpointing)
-    labels0 = batch["labels"][:, 0]
-    base = F.cross_entropy(
-        out.token_logits.float().reshape(-1, out.token_logits.shape[-1]), labels0.reshape(-1), ignore_index=IGNORE
+def _ce_chunk(head, h: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    logits = head(h).float()
+    loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum")
+    with torch.no_grad():
+        top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+        hits = ((top5 == y[:, None]).any(-1) & (y != IGNORE)).sum()
+    return loss, hits
+
+
+def cross_entropy(head, h: Tensor, y: Tensor, chunk: int, checkpointed: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Sum of CE and top-5 hits of ``head(h)`` against ``y`` over the non-ignored rows, ``chunk`` rows at a time.
+
+    With ``checkpointed`` each chunk's logits are recomputed in the backward pass instead of being stored, so
+    memory holds one chunk of ``[chunk, vocab]`` logits instead of all of them (s1-mini's token head has 155,776
+    outputs: 8 x 4096 positions of fp32 logits would be 20 GB). Rows with an ignored target are skipped entirely.
+    Returns (loss_sum, hits, count).
+    """
+    keep = y != IGNORE
+    h, y = h[keep], y[keep]
+    count = keep.sum()
+    hits = torch.zeros((), device=h.device, dtype=torch.long)
+    if h.shape[0] == 0:
+        return h.sum() * 0.0, hits, count
+    chunk = chunk if chunk > 0 else h.shape[0]
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], chunk):
+        if checkpointed and torch.is_grad_enabled():
+            part, hit = checkpoint(_ce_chunk, head, h[i : i + chunk], y[i : i + chunk], use_reentrant=False)
+        else:
+            part, hit = _ce_chunk(head, h[i : i + chunk], y[i : i + chunk])
+        total = total + part
+        hits = hits + hit
+    return total, hits, count
+
+
+def loss(model, batch: dict, gradient_checkpointing: bool = False, ce_chunk: int = 0) -> LossOut:
+    """Upstream's loss. ``ce_chunk > 0``: chunked, recomputed cross-entropy (same value, far less memory)."""
+    labels = batch["labels"]
+    h = hidden(model, batch["inputs"], labels, batch.get("key_padding_mask"), gradient_checkpointing)
+    chunked = ce_chunk > 0
+    b_sum, _, b_n = cross_entropy(
+        lambda x: token_head(model, x),
+        h.slow.reshape(-1, h.slow.shape[-1]),
+        labels[:, 0].reshape(-1),
+        ce_chunk,
+        chunked,
     )
-    if out.codebook_labels.numel():
-        sem = F.cross_entropy(
-            out.codebook_logits.float().reshape(-1, out.codebook_logits.shape[-1]),
-            out.codebook_labels.reshape(-1),
-            ignore_index=IGNORE,
-        )
-        top5 = out.codebook_logits.topk(min(5, out.codebook_logits.shape[-1]), dim=-1).indices
-        valid = out.codebook_labels != IGNORE
-        hit = (top5 == out.codebook_labels[..., None]).any(-1) & valid
-        acc = hit.sum().float() / valid.sum().clamp_min(1)
-    else:  # a batch without audio frames (only possible with broken data): no codebook loss
-        sem = out.codebook_logits.sum() * 0.0
-        acc = torch.zeros((), device=base.device)
+    c_sum, c_hits, c_n = cross_entropy(
+        model.fast_output, h.fast.reshape(-1, h.fast.shape[-1]), h.codebook_labels.reshape(-1), ce_chunk, chunked
+    )
+    base = b_sum / b_n.clamp_min(1)
+    sem = c_sum / c_n.clamp_min(1)  # 0 for a batch without audio frames (only possible with broken data)
+    acc = c_hits.float() / c_n.clamp_min(1)
     pad = batch.get("key_padding_mask")
-    tokens = int((~pad).sum()) if pad is not None else int(labels0.numel())
-    return LossOut(base + sem, base.detach(), sem.detach(), acc.detach(), int(out.codebook_labels.shape[0]), tokens)
+    tokens = int((~pad).sum()) if pad is not None else int(labels[:, 0].numel())
+    return LossOut(base + sem, base.detach(), sem.detach(), acc.detach(), int(h.codebook_labels.shape[0]), tokens)

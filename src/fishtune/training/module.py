@@ -25,16 +25,17 @@ def lr_lambda(warmup: int, total: int, schedule: str):
 
 
 class LoraModule(L.LightningModule):
-    def __init__(self, model, opt: dict, gradient_checkpointing: bool = False):
+    def __init__(self, model, opt: dict, gradient_checkpointing: bool = False, ce_chunk: int = 0):
         super().__init__()
         self.model = model
         self.opt = opt
         self.gradient_checkpointing = gradient_checkpointing
+        self.ce_chunk = ce_chunk
         self.strict_loading = False  # checkpoints hold LoRA weights only; on_load_checkpoint checks them
         self._t_last = None
 
     def forward(self, batch):
-        return fw.loss(self.model, batch, self.gradient_checkpointing)
+        return fw.loss(self.model, batch, self.gradient_checkpointing, self.ce_chunk)
 
     def training_step(self, batch, batch_idx):
         self.model.train()
