@@ -1,0 +1,62 @@
+"""The benchmarks run on tiny shapes, write JSON with the settings side by side, and the optimised training
+setting follows the same loss curve as the upstream-equivalent one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_benchmark_settings_agree(tmp_path):
+    from bench import train
+
+    out = tmp_path / "train.json"
+    res = train.main(
+        [
+            "--shapes",
+            "tiny",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "512",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--clips",
+            "30",
+            "--settings",
+            "upstream,optimized,mem24",
+            "--out",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text())["settings"].keys() == {"upstream", "optimized", "mem24"}
+    for name in ("optimized", "mem24"):
+        assert res["loss_curve_max_abs_diff"][name] < 1e-4  # same maths, different memory/speed trade-offs
+        assert res["ratios_vs_upstream"][name]["tokens_per_second"] > 0
+    up = res["settings"]["upstream"]
+    assert up["options"]["gradient_checkpointing"] and up["options"]["ce_chunk"] == 0
+    assert res["settings"]["optimized"]["options"]["ce_chunk"] > 0
+    assert len(up["losses"]) == 3 and up["tokens_per_second"] > 0
+    assert (tmp_path / "train.png").is_file()
+
+
+def test_extract_benchmark_batches_give_identical_codes(tmp_path):
+    from bench import extract
+
+    res = extract.main(["--shapes", "tiny", "--clips", "3", "--out", str(tmp_path / "e.json")])
+    assert res["codes_identical_batched_vs_single"] is True
+    assert res["bucketed_batches"]["real_time_factor"] > 0 and res["one_at_a_time"]["audio_seconds"] > 3
+
+
+def test_synth_benchmark_reports_latency(tmp_path):
+    from bench import synth
+
+    res = synth.main(["--shapes", "tiny", "--frames", "12", "--sentences", "1", "--out", str(tmp_path / "s.json")])
+    row = res["sentences"][0]
+    assert 0 < row["first_audio_latency_s"] < row["generate_seconds"]
+    assert row["frames"] > 0 and row["rtf_total"] > 0
