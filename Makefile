@@ -16,8 +16,11 @@ SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler
 DEMO        := runs/demo
 PYTEST_ARGS ?=
 IMAGE       ?= localhost/fishtune:dev
+# auto: `make test` also builds the image and smoke-tests it inside when buildah is installed (and no
+# PYTEST_ARGS narrow the run); 0: never; 1: always (with docker or buildah)
+IMAGE_TEST  ?= auto
 
-.PHONY: setup install system-deps uv demo test lint proto lock clean help image image-test base-image
+.PHONY: setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -53,7 +56,14 @@ demo: install ## tiny model + espeak-ng Finnish clips, then STAGE=all on them (C
 	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny preset=tiny
 	@echo "demo run finished: see $(DEMO)/runs/demo (clips/, tokens/, packed/, logs/)"
 
-test: install ## the test suite (CPU)
+test: install ## the test suite (CPU); where buildah is installed, first the image: build + in-image smoke test
+	@if [ "$(IMAGE_TEST)" = 1 ] || { [ "$(IMAGE_TEST)" = auto ] && [ -z "$(PYTEST_ARGS)" ] && command -v buildah >/dev/null; }; then
+	  [ "$(IMAGE_TEST)" = auto ] && export ENGINE=buildah
+	  $(MAKE) --no-print-directory image-smoke
+	  export FISHTUNE_IMAGE=$(IMAGE)   # tests/test_image_lock.py: the image's environment == uv.lock
+	else
+	  echo "image build + smoke test skipped (IMAGE_TEST=$(IMAGE_TEST); needs buildah: apt-get install buildah debootstrap)"
+	fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonschema (GitHub workflows)
@@ -62,6 +72,8 @@ lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonsc
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/shellcheck docker/*.sh .ci/run
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
 
 base-image: ## the local Debian bookworm + Python base for buildah builds (no registry here)
 	docker/make-base.sh
@@ -69,8 +81,10 @@ base-image: ## the local Debian bookworm + Python base for buildah builds (no re
 image: ## build the image from the Dockerfile (BASE_IMAGE=..., WEIGHTS=openaudio-s1-mini WEIGHTS_REVISION=... HF_TOKEN_FILE=...)
 	IMAGE=$(IMAGE) docker/build.sh
 
-image-test: image install ## build, then smoke-test inside the image (doctor, STAGE=all on the tiny model) + env == lock
+image-smoke: image ## build, then the smoke test inside the image: doctor, then STAGE=all on the tiny model
 	$(PYTHON) docker/smoke_test.py $(IMAGE)
+
+image-test: image-smoke install ## image-smoke, then check the image's Python environment against uv.lock
 	FISHTUNE_IMAGE=$(IMAGE) $(PY) -m pytest -p no:cacheprovider -q tests/test_image_lock.py
 
 proto: ## regenerate src/fishtune/proto/text_data_pb2.py from text_data.proto
