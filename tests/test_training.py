@@ -131,6 +131,23 @@ def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     assert rc == 0
     s = _summary(fresh_run)
     assert s["stopped_early"] and s["steps"] == 6
+    assert (fresh_run / "train" / "checkpoints" / "step_000000006.ckpt").is_file()  # the end state is kept
+    # rerunning a finished run does nothing (and does not train past the stop)
+    assert (
+        run_inprocess(
+            fresh_run,
+            finnish_data,
+            tiny_model,
+            "train",
+            "train.lr=0",
+            "train.val_every=2",
+            "train.early_stopping.patience=2",
+            "train.max_steps=30",
+        )
+        == 0
+    )
+    assert "already finished at step 6 (stopped early)" in _log(fresh_run)
+    assert _summary(fresh_run)["steps"] == 6
 
 
 def test_incremental_training_from_lora_and_from_merged_model(tmp_path, fresh_run, finnish_data, tiny_model):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -121,6 +122,18 @@ def guard(cfg: DictConfig, model, val_loader, device, precision: str) -> dict:
     return info
 
 
+def _already_finished(train_dir: Path, newest: Path | None, max_steps: int) -> dict | None:
+    """The previous summary when the newest checkpoint is the end of a finished run with the same max_steps."""
+    path = train_dir / "summary.json"
+    if newest is None or not path.is_file() or not (train_dir / "lora.pth").is_file():
+        return None
+    prev = json.loads(path.read_text())
+    ended = prev.get("stopped_early") or prev.get("steps", 0) >= max_steps
+    if prev.get("max_steps") == max_steps and ended and checkpoints.step_of(newest) == prev.get("steps"):
+        return prev
+    return None
+
+
 def run(cfg: DictConfig) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -160,6 +173,14 @@ def run(cfg: DictConfig) -> dict:
     )
 
     resume_from = checkpoints.newest_intact(ckpt_dir) if t.resume else None
+    finished = _already_finished(train_dir, resume_from, int(t.max_steps))
+    if finished is not None:
+        log.info(
+            "train: already finished at step %d (%s); nothing to do (raise train.max_steps to train on)",
+            finished["steps"],
+            "stopped early" if finished["stopped_early"] else "max_steps reached",
+        )
+        return finished
     baseline_file = train_dir / "baseline.json"
     if resume_from is None or not baseline_file.is_file():
         baseline = guard(cfg, model, val_loader, device, precision)
@@ -266,6 +287,9 @@ def run(cfg: DictConfig) -> dict:
     )
     trainer.fit(module, datamodule=Data(), ckpt_path=str(resume_from) if resume_from else None)
 
+    last = ckpt_dir / f"step_{trainer.global_step:09d}.ckpt"
+    if not last.is_file():  # e.g. stopped early between two periodic checkpoints: keep the exact end state
+        trainer.save_checkpoint(str(last))
     final = lora.lora_state_dict(model)
     with atomic_path(train_dir / "lora.pth") as tmp:
         torch.save({"state_dict": final, "fishtune": opt | {"step": trainer.global_step}}, tmp)
@@ -277,7 +301,7 @@ def run(cfg: DictConfig) -> dict:
         "stopped_early": stopped_early,
         "best_val_loss": float(best) if best is not None else None,
         "best_checkpoint": callbacks[1].best_model_path,
-        "baseline": __import__("json").loads(baseline_file.read_text()),
+        "baseline": json.loads(baseline_file.read_text()),
         "precision": precision,
         "device": str(device),
         "resumed_from": str(resume_from) if resume_from else None,
