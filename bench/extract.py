@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = common.pick_device(args.device)
     codec = build_codec(args.shapes, device)
     g = torch.Generator().manual_seed(0)
     waves = [torch.randn(int(d * 44100), generator=g) * 0.1 for d in common.recipe_durations(args.clips)]

@@ -8,7 +8,6 @@ The codec is Fish Speech's ``configs/modded_dac_vq.yaml`` (the wheel's copy).
 
 from __future__ import annotations
 
-import base64
 import tempfile
 from pathlib import Path
 
@@ -50,29 +49,6 @@ S1_MINI = dict(
 S1_MINI_RESIDUAL = 1024
 
 
-def tiny_args() -> dict:
-    from fishtune.modeling import tiny
-
-    return dict(
-        model_type="dual_ar",
-        vocab_size=256 + len(tiny.special_tokens()),
-        n_layer=2,
-        n_head=4,
-        dim=64,
-        head_dim=16,
-        intermediate_size=128,
-        n_local_heads=2,
-        codebook_size=tiny.SEMANTIC_SIZE,
-        num_codebooks=1 + tiny.RESIDUAL_CODEBOOKS,
-        n_fast_layer=1,
-        max_seq_len=4096,
-        tie_word_embeddings=False,
-        attention_qk_norm=True,
-        scale_codebook_embeddings=True,
-        norm_eps=1e-6,
-    )
-
-
 def model_args(shapes: str) -> tuple[dict, int]:
     """-> (DualARModelArgs kwargs, residual codebook size)."""
     if shapes == "s1-mini":
@@ -80,7 +56,7 @@ def model_args(shapes: str) -> tuple[dict, int]:
     if shapes == "tiny":
         from fishtune.modeling import tiny
 
-        return tiny_args(), tiny.RESIDUAL_SIZE
+        return tiny.model_args(len(tiny.special_tokens())), tiny.RESIDUAL_SIZE
     raise SystemExit(f"unknown shapes {shapes!r}: use tiny or s1-mini")
 
 
@@ -88,8 +64,9 @@ def tokenizer(num_semantic: int):
     """A byte-level FishTokenizer with ``num_semantic`` semantic tokens (ids only matter for masks)."""
     from fish_speech.tokenizer import ALL_SPECIAL_TOKENS, SEMANTIC_TOKEN_TEMPLATE, FishTokenizer
 
-    path = Path(tempfile.mkdtemp(prefix="bench-tok-")) / "tokenizer.tiktoken"
-    path.write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    from fishtune.modeling.tiny import write_byte_tokenizer
+
+    path = write_byte_tokenizer(Path(tempfile.mkdtemp(prefix="bench-tok-")) / "tokenizer.tiktoken")
     specials = [t for t in ALL_SPECIAL_TOKENS if not t.startswith("<|semantic:")]
     specials += [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(num_semantic)]
     return FishTokenizer(str(path), specials)

@@ -147,11 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="torch.compile the slow layers in non-upstream settings")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = common.pick_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.set_float32_matmul_precision("high")
     probe = shapes.build_model(args.shapes, seed=args.seed, device="cpu", dtype=torch.float32)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -93,68 +91,65 @@ def special_tokens() -> list[str]:
     return base + [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(SEMANTIC_SIZE)]
 
 
+def write_byte_tokenizer(path: str | Path) -> Path:
+    """A byte-level tiktoken file: 256 ranks, one per byte (``base64(byte) rank`` lines)."""
+    path = Path(path)
+    path.write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
+    return path
+
+
+def model_args(num_special_tokens: int) -> dict:
+    """``DualARModelArgs`` keywords of the tiny model."""
+    return dict(
+        model_type="dual_ar",
+        vocab_size=256 + num_special_tokens,
+        n_layer=2,
+        n_head=4,
+        dim=64,
+        head_dim=16,
+        intermediate_size=128,
+        n_local_heads=2,
+        codebook_size=SEMANTIC_SIZE,
+        num_codebooks=1 + RESIDUAL_CODEBOOKS,
+        n_fast_layer=1,
+        max_seq_len=4096,  # Fish Speech generation needs prompt <= max_seq_len - 2048
+        tie_word_embeddings=False,
+        attention_qk_norm=True,
+        scale_codebook_embeddings=True,
+        use_gradient_checkpointing=False,
+        norm_eps=1e-6,
+        rope_base=10000,
+    )
+
+
 def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the tiny model folder atomically (built in a temp dir, then renamed). Returns ``out_dir``."""
     from fish_speech.models.text2semantic.llama import DualARModelArgs, DualARTransformer
     from fish_speech.tokenizer import FishTokenizer
 
     from fishtune.modeling.codec import DERIVED_BUFFERS, build_codec
-    from fishtune.runstate import make_public
+    from fishtune.runstate import atomic_dir
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    make_public(tmp, directory=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
-        with open(tmp / "tokenizer.tiktoken", "w") as fh:
-            for i in range(256):
-                fh.write(f"{base64.b64encode(bytes([i])).decode()} {i}\n")
         specials = special_tokens()
-        tokenizer = FishTokenizer(str(tmp / "tokenizer.tiktoken"), specials)
+        tokenizer = FishTokenizer(str(write_byte_tokenizer(tmp / "tokenizer.tiktoken")), specials)
         (tmp / "special_tokens.json").write_text(
             json.dumps(tokenizer.all_special_tokens_with_ids, indent=2, ensure_ascii=False)
         )
-        args = DualARModelArgs(
-            vocab_size=256 + len(specials),
-            n_layer=2,
-            n_head=4,
-            dim=64,
-            head_dim=16,
-            intermediate_size=128,
-            n_local_heads=2,
-            codebook_size=SEMANTIC_SIZE,
-            num_codebooks=1 + RESIDUAL_CODEBOOKS,
-            n_fast_layer=1,
-            max_seq_len=4096,  # Fish Speech generation needs prompt <= max_seq_len - 2048
-            tie_word_embeddings=False,
-            attention_qk_norm=True,
-            scale_codebook_embeddings=True,
-            use_gradient_checkpointing=False,
-            norm_eps=1e-6,
-            rope_base=10000,
-        )
+        args = DualARModelArgs(**model_args(len(specials)))
         model = DualARTransformer(args, tokenizer=tokenizer)
         args.save(str(tmp / "config.json"))
         torch.save(model.state_dict(), tmp / "model.pth")
         cfg = codec_config()
         (tmp / "codec_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
         codec = build_codec(tmp / "codec_config.yaml")
-        torch.save(
-            {k: v for k, v in codec.state_dict().items() if not k.endswith(DERIVED_BUFFERS)},
-            tmp / "codec.pth",
-        )
+        torch.save({k: v for k, v in codec.state_dict().items() if not k.endswith(DERIVED_BUFFERS)}, tmp / "codec.pth")
         (tmp / "README.md").write_text(
             "# tiny test model\n\nRandomly initialised, made by `python -m fishtune.modeling.tiny`. "
             "Not a speech model: for tests of the pipeline only.\n"
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

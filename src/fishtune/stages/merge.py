@@ -13,18 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import lora, modelcard
+from fishtune import faults, lora, modelcard
 from fishtune.errors import InputError, StageFailed
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
-from fishtune.runstate import RunState, make_public, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, atomic_dir, sha256_file, sha256_json, write_json_atomic
 from fishtune.stages.train import lora_settings
 from fishtune.training import checkpoints
 from fishtune.training import forward as fw
@@ -33,9 +32,17 @@ log = logging.getLogger("fishtune.merge")
 COPIED = ("config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth", CODEC_CONFIG)
 
 
-def resolve_checkpoint(cfg: DictConfig, which: str | None = None) -> Path:
+def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation: bool = True) -> Path:
+    """``best``: the evaluate stage's pick (report/best_checkpoint.json, while that adapter is unchanged), else
+    the lowest held-out val loss (train/best.ckpt); ``last``: the final adapter; or a path."""
     which = str(which or cfg.merge.checkpoint)
     train_dir = Path(cfg.run_dir) / "train"
+    if which == "best" and use_evaluation:
+        from fishtune.evaluation.pick import evaluated_best
+
+        picked = evaluated_best(cfg)
+        if picked is not None:
+            return picked
     if which == "best":
         if (train_dir / "best.ckpt").is_file():
             return train_dir / "best.ckpt"
@@ -117,6 +124,8 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     ckpt = resolve_checkpoint(cfg)
     out_dir = Path(cfg.merge.output)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):  # temp folders of a killed merge
+        shutil.rmtree(stale, ignore_errors=True)
     base_dir = Path(cfg.model.path)
     log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
     weights = checkpoints.read_lora(ckpt)
@@ -131,11 +140,9 @@ def run(cfg: DictConfig) -> dict:
     if deltas["nonzero_deltas"] == 0:
         log.warning("every LoRA product is zero: the merged model equals the base model (was it trained?)")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    make_public(tmp, directory=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         torch.save(merged, tmp / "model.pth")
+        faults.point("merge:written")  # tests: kill -9 with the new model half-assembled
         for name in COPIED:
             if (base_dir / name).is_file():
                 try:
@@ -165,17 +172,6 @@ def run(cfg: DictConfig) -> dict:
                 "sha256": {"model.pth": sha256_file(tmp / "model.pth")},
             },
         )
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "merge: %d adapted tensors (%d changed), weight deltas equal the LoRA products (max error %.2g), "
         "outputs match base+LoRA (max diff %.2g), loads in Fish Speech's own loader -> %s",
