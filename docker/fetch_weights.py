@@ -93,7 +93,11 @@ def install(snapshot: Path, dest: Path) -> dict[str, str]:
             out = tmp / rel
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
+            out.chmod(0o644)
             sums[rel] = digest
+        # Readable by the image's unprivileged user (mkdtemp makes 0700; the umask may be strict).
+        for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+            d.chmod(0o755)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -109,6 +113,8 @@ def record(dest: Path, repo: str, commit: str, sums: dict[str, str]) -> None:
         f"baked into the image: {repo}@{commit}, {len(sums)} files, sha256 in {dest / 'SHA256SUMS'}\n",
         encoding="utf-8",
     )
+    for name in ("SHA256SUMS", "WEIGHTS_SOURCE"):
+        (dest / name).chmod(0o644)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,11 @@ def test_bakes_pinned_snapshot_with_sums_and_source(tmp_path):
     token_file = tmp_path / "hf_token"
     token_file.write_text(TOKEN + "\n")
     dest = tmp_path / "opt" / "models" / "openaudio-s1-mini"
-    p = _run("--revision", COMMIT, "--dest", str(dest), "--token-file", str(token_file), cache=cache)
+    old_umask = os.umask(0o077)  # the strictest usual umask: the script must still leave readable files
+    try:
+        p = _run("--revision", COMMIT, "--dest", str(dest), "--token-file", str(token_file), cache=cache)
+    finally:
+        os.umask(old_umask)
     assert p.returncode == 0, p.stderr
     assert "with a token" in p.stdout
     assert TOKEN not in p.stdout + p.stderr
@@ -83,6 +87,9 @@ def test_bakes_pinned_snapshot_with_sums_and_source(tmp_path):
     assert source.count("\n") == 1 and f"{REPO}@{COMMIT}" in source and "baked" in source
     for f in dest.rglob("*"):
         assert TOKEN not in f.read_text(errors="ignore")
+    # readable by the image's unprivileged user whatever the umask (the folder is made with mkdtemp)
+    for f in [dest, *dest.rglob("*")]:
+        assert f.stat().st_mode & 0o777 == (0o755 if f.is_dir() else 0o644), f
     # sha256sum -c accepts the file as written
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
