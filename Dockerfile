@@ -81,6 +81,8 @@ FROM deps AS weights-none
 FROM deps AS weights-openaudio-s1-mini
 ARG WEIGHTS_REPO=fishaudio/openaudio-s1-mini
 ARG WEIGHTS_REVISION
+# 1: take the pinned snapshot from the build's Hub cache mount only, no network (docker/bake_test.sh uses it)
+ARG HF_HUB_OFFLINE=0
 COPY docker/fetch_weights.py /opt/fishtune/fetch_weights.py
 # The token is a BuildKit secret (a file under /run/secrets), never an ARG or ENV: it is not in the history.
 RUN --mount=type=secret,id=hf_token \

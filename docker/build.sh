@@ -9,6 +9,7 @@
 #   BASE_IMAGE                     default: the Dockerfile's CUDA base with docker; with buildah the local
 #                                  Debian stand-in made by docker/make-base.sh (no registry here)
 #   WEIGHTS=none|openaudio-s1-mini, WEIGHTS_REVISION=<40-hex commit>, HF_TOKEN_FILE=<file with the token>
+#   WEIGHTS_OFFLINE=1              bake from the build's Hub cache mount only (docker/bake_test.sh)
 #   BUILD_CA                       extra CA bundle for TLS-inspecting proxies (default: the host's bundle)
 #   CONTEXT                        build context (default: the repository)
 #   BUILD_FLAGS                    extra flags for the engine (e.g. --no-cache)
@@ -47,6 +48,7 @@ PY
 args=(-f Dockerfile -t "$IMAGE" --build-arg "WEIGHTS=$WEIGHTS" "${version_args[@]}")
 [ -n "${WEIGHTS_REVISION:-}" ] && args+=(--build-arg "WEIGHTS_REVISION=$WEIGHTS_REVISION")
 [ -n "${WITH_ESPEAK:-}" ] && args+=(--build-arg "WITH_ESPEAK=$WITH_ESPEAK")
+[ "${WEIGHTS_OFFLINE:-0}" = 1 ] && args+=(--build-arg "HF_HUB_OFFLINE=1")
 if [ "$WEIGHTS" != none ]; then
   if [ -z "${HF_TOKEN_FILE:-}" ] || [ ! -s "$HF_TOKEN_FILE" ]; then
     echo "error: WEIGHTS=$WEIGHTS needs HF_TOKEN_FILE=<file holding a Hugging Face token> (passed as a build secret)" >&2
