@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a stage failed (one-line reason printed), 2 usage error
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from fishtune import logs, stages
+from fishtune import logs, redact, stages, status
 from fishtune.errors import FishtuneError, UsageError
 
 log = logging.getLogger("fishtune")
@@ -25,6 +26,9 @@ ENV_HELP = [
     ("FISHTUNE_CACHE", "downloads and caches (default /cache)"),
     ("FISHTUNE_MODEL", "base model folder (default $FISHTUNE_CACHE/models/<model>)"),
     ("FISHTUNE_CONFIGS", "configs folder (default: the one shipped with fishtune)"),
+    ("HF_TOKEN", "Hugging Face token for fetch, hub sync and publish (never logged)"),
+    ("HF_TOKEN_FILE", "file holding the token instead, e.g. a mounted secret (default /run/secrets/hf_token)"),
+    ("GPU_HOURLY_USD", "price of the machine per hour: status.json and the summary show the estimated cost"),
 ]
 
 
@@ -67,22 +71,41 @@ def parse(argv: list[str]) -> tuple[str, list[str]]:
 
 def _append(run_dir: Path, stage: str, text: str) -> None:
     with open(run_dir / "logs" / f"{stage}.log", "a", encoding="utf-8") as fh:
-        fh.write(text)
+        fh.write(redact.redact(text))
+
+
+def _disk_full(err: BaseException) -> FishtuneError | None:
+    """ENOSPC anywhere in a stage (or torch's obscure zip-writer error for it) -> one clear line."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        where = f" writing {err.filename}" if err.filename else ""
+        return FishtuneError(
+            f"no space left on the device{where}",
+            hint="free disk space (or mount a bigger volume at /runs), then rerun the same command: "
+            "finished work is kept and the stage resumes",
+        )
+    return None
 
 
 def run_stage(name: str, cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     handler = logs.attach_stage_file(run_dir, name)
     started = time.time()
+    summary: dict = {}
+    status.stage_started(run_dir, name)
     try:
         log.info("stage %s: starting (run %s)", name, run_dir)
         summary = stages.load(name).run(cfg) or {}
-        log.info("stage %s: done in %.1f s", name, time.time() - started)
+        seconds = time.time() - started
+        log.info("stage %s: done in %.1f s; cost %s", name, seconds, status.cost_text(seconds))
         return summary
     except FishtuneError as err:
         _append(run_dir, name, f"error: {err.one_line()}\n")
         raise
     except Exception as err:
+        full = _disk_full(err)
+        if full is not None:
+            _append(run_dir, name, traceback.format_exc() + f"error: {full.one_line()}\n")
+            raise full from err
         # Unexpected: one line on stderr, the traceback in the stage log for a bug report.
         _append(run_dir, name, traceback.format_exc())
         raise FishtuneError(
@@ -90,6 +113,7 @@ def run_stage(name: str, cfg) -> dict:
             hint=f"full traceback in {run_dir / 'logs' / (name + '.log')}; please report it",
         ) from err
     finally:
+        status.stage_finished(name, summary, sys.exc_info()[1])
         logs.detach(handler)
 
 
@@ -101,12 +125,23 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config(overrides)
         names = [n for s in stage.split(",") for n in (stages.CHAIN if s == "all" else [s])]
-        for name in names:
-            run_stage(name, cfg)
+        status.begin(cfg.run_dir, names)
+        ok = interrupted = False
+        try:
+            for name in names:
+                run_stage(name, cfg)
+            ok = True
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            status.end(ok, interrupted)
+            if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
+                status.summary(cfg.run_dir, ok)
         return 0
     except FishtuneError as err:
         sys.stdout.flush()
-        print(f"error: {err.one_line()}", file=sys.stderr, flush=True)
+        print(f"error: {redact.redact(err.one_line())}", file=sys.stderr, flush=True)
         return err.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)

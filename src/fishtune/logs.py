@@ -7,6 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from fishtune import redact
+
 FORMAT = "%(asctime)s | %(levelname)-7s | %(name)s | %(message)s"
 DATEFMT = "%Y-%m-%d %H:%M:%S"
 
@@ -28,7 +30,9 @@ def setup(level: int = logging.INFO) -> None:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
         handler._fishtune_stdout = True  # type: ignore[attr-defined]
+        handler.addFilter(redact.RedactFilter())  # the HF token never reaches a log
         root.addHandler(handler)
+    redact.load_file_token()
     # Fish Speech logs through loguru; route it to the same place at WARNING and above.
     try:
         from loguru import logger as loguru_logger
@@ -57,6 +61,7 @@ def quiet_lightning() -> None:
 def attach_stage_file(run_dir: Path, stage: str) -> logging.Handler:
     handler = _LineBufferedFileHandler(Path(run_dir) / "logs" / f"{stage}.log")
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+    handler.addFilter(redact.RedactFilter())
     logging.getLogger().addHandler(handler)
     return handler
 

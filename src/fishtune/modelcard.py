@@ -50,3 +50,102 @@ def render(run_dir: Path, base_name: str, lora_settings: dict, checkpoint: str, 
         "",
     ]
     return "\n".join(lines)
+
+
+def _last_train_loss(run_dir: Path) -> float | None:
+    path = run_dir / "train" / "metrics.jsonl"
+    last = None
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row.get("train/loss"), int | float):
+                last = row["train/loss"]
+    except OSError:
+        return None
+    return last
+
+
+def render_hub_card(
+    run_dir: Path,
+    *,
+    repo_id: str,
+    base_repo: str | None,
+    base_revision: str | None,
+    base_name: str,
+    language: str | None,
+    lora_settings: dict,
+    files: list[str],
+    cost: str | None = None,
+) -> str:
+    """The README.md of a published repo: Hub metadata, base model, data hours, steps, losses, licence note."""
+    stats = _load(run_dir / "clips" / "stats.json")
+    train = _load(run_dir / "train" / "summary.json")
+    hours = stats.get("durations", {}).get("hours")
+    speakers = len(stats.get("speakers", {})) or "?"
+    base_loss = train.get("baseline", {}).get("base_val_loss")
+    meta = ["---", "license: other", "license_name: fish-audio-research-license"]
+    if base_repo:
+        meta += [f"license_link: https://huggingface.co/{base_repo}", f"base_model: {base_repo}"]
+    if language:
+        meta += ["language:", f"- {language}"]
+    meta += [
+        "pipeline_tag: text-to-speech",
+        "tags:",
+        "- fish-speech",
+        "- text-to-speech",
+        "- lora",
+        "- fishtune",
+        "---",
+    ]
+    base = f"`{base_repo or base_name}`" + (f" (revision `{base_revision}`)" if base_revision else "")
+    rows = [
+        ("Base model", base),
+        ("Language", language or "?"),
+        (
+            "Training data",
+            f"{stats.get('accepted', '?')} clips"
+            + (f", {hours:.2f} hours" if isinstance(hours, int | float) else "")
+            + f", {speakers} speaker(s)",
+        ),
+        ("Held-out validation clips", str(_load(run_dir / "packed" / "summary.json").get("val", {}).get("clips", "?"))),
+        (
+            "Steps",
+            f"{train.get('steps', '?')} of {train.get('max_steps', '?')}"
+            + (" (early stopping on held-out loss)" if train.get("stopped_early") else ""),
+        ),
+        ("Validation loss (held-out)", f"base {_fmt(base_loss)} -> best {_fmt(train.get('best_val_loss'))}"),
+        ("Final training loss", _fmt(_last_train_loss(run_dir))),
+        (
+            "LoRA",
+            f"r={lora_settings.get('r')}, alpha={lora_settings.get('alpha')}, dropout={lora_settings.get('dropout')}",
+        ),
+        ("Precision / device", f"{train.get('precision', '?')} on {train.get('device', '?')}"),
+    ]
+    if cost:
+        rows.append(("Estimated compute cost", cost))
+    lines = [
+        *meta,
+        "",
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A LoRA fine-tune of {base} for {language or 'a new language'} made with fishtune "
+        "(reproducible Fish Speech fine-tuning). The root of this repository is the merged, standalone model in "
+        "Fish Speech's layout; the adapter alone is in `lora/`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        "## Files",
+        "",
+        *[f"- `{f}`" for f in files],
+        "",
+        "## Licence",
+        "",
+        LICENCE_NOTE,
+        "",
+    ]
+    return "\n".join(lines)

@@ -6,6 +6,10 @@ import importlib
 from types import ModuleType
 
 STAGES: dict[str, tuple[str, str]] = {
+    "fetch": (
+        "fishtune.stages.fetch",
+        "base weights and dataset from the Hugging Face Hub or an archive (no-op when nothing is missing)",
+    ),
     "doctor": (
         "fishtune.stages.doctor",
         "preflight: versions, GPU, disk, base weights and dataset; fails early",
@@ -16,12 +20,16 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("fishtune.stages.train", "LoRA fine-tuning, validated on the held-out split; resumable"),
     "merge": ("fishtune.stages.merge", "LoRA + base -> standalone model folder, validated three ways"),
     "synthesize": ("fishtune.stages.synthesize", "text -> wav with the fine-tuned model (Fish Speech generation)"),
+    "publish": (
+        "fishtune.stages.publish",
+        "upload model, LoRA, samples, report and model card to the Hub (no-op without publish.repo_id)",
+    ),
 }
 
 ALIASES = {"preflight": "doctor"}
 
 # What STAGE=all runs, in order.
-CHAIN = ["doctor", "prepare", "extract", "pack", "train", "merge", "synthesize"]
+CHAIN = ["fetch", "doctor", "prepare", "extract", "pack", "train", "merge", "synthesize", "publish"]
 
 
 def resolve(name: str) -> str:

@@ -172,6 +172,9 @@ def _check_model(rep: Report, cfg: DictConfig) -> dict:
 def _check_data(rep: Report, cfg: DictConfig) -> dict:
     root = Path(cfg.paths.data)
     try:
+        from fishtune.stages.fetch import data_root
+
+        root = data_root(cfg)  # paths.data, or where the fetch stage put the dataset
         fmt, items = formats.read(root, str(cfg.prepare.format))
     except FishtuneError as err:
         rep.add("dataset", "FAIL", err.one_line())

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from fishtune import packed, tokens
 from fishtune.errors import InputError, StageFailed, UsageError
+from fishtune.progress import Progress
 from fishtune.proto import text_data_pb2 as pb
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
 from fishtune.stages.extract import read_manifest
@@ -70,12 +71,14 @@ def _shards(records: list[pb.TextData]) -> list[list[pb.TextData]]:
     return shards
 
 
-def _write_split(folder: Path, rows: list[dict], tokens_dir: Path) -> dict:
+def _write_split(folder: Path, rows: list[dict], tokens_dir: Path, progress: Progress | None = None) -> dict:
     by_speaker: dict[str, list[pb.Sentence]] = {}
     frames = 0
     codebooks: set[int] = set()
     for row in sorted(rows, key=lambda r: r["id"]):
         codes = tokens.load(tokens.paths(tokens_dir, row["id"])[0])
+        if progress is not None:
+            progress.update(1, amount=row["duration"])
         codebooks.add(codes.shape[0])
         frames += codes.shape[1]
         by_speaker.setdefault(row["speaker"], []).append(packed.make_sentence(row["text"], codes))
@@ -110,6 +113,8 @@ def run(cfg: DictConfig) -> dict:
     rows = read_manifest(run_dir)
     tokens_dir = run_dir / "tokens"
     out = run_dir / "packed"
+    for stale in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
+        stale.unlink()
     missing = [r["id"] for r in rows if not tokens.paths(tokens_dir, r["id"])[0].is_file()]
     if missing:
         raise InputError(
@@ -149,11 +154,13 @@ def run(cfg: DictConfig) -> dict:
         settings["split_by"],
         settings["seed"],
     )
+    progress = Progress("pack", len(rows), unit="clips", amount_unit="audio s", logger=log)
     summary = {
-        "train": _write_split(out / "train", [r for r in rows if r["id"] in train_ids], tokens_dir),
-        "val": _write_split(out / "val", [r for r in rows if r["id"] in val_ids], tokens_dir),
+        "train": _write_split(out / "train", [r for r in rows if r["id"] in train_ids], tokens_dir, progress),
+        "val": _write_split(out / "val", [r for r in rows if r["id"] in val_ids], tokens_dir, progress),
         "settings": settings,
     }
+    progress.close()
     write_json_atomic(out / "split.json", {"settings": settings, "train": sorted(train_ids), "val": sorted(val_ids)})
     write_json_atomic(out / "summary.json", summary)
     log.info(

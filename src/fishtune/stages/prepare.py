@@ -32,6 +32,7 @@ from fishtune.runstate import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from fishtune.stages import fetch
 
 log = logging.getLogger("fishtune.prepare")
 
@@ -116,7 +117,7 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     settings = _settings(cfg)
     text.normalize("", settings["normalize"])  # unknown normaliser -> usage error before any work
-    data_root = Path(cfg.paths.data)
+    data_root = fetch.data_root(cfg)  # paths.data, or where the fetch stage put the dataset
     fmt, items = formats.read(data_root, str(cfg.prepare.format))
     out = clips_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)

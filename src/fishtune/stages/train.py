@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -141,7 +140,8 @@ def run(cfg: DictConfig) -> dict:
     from torch.utils.data import DataLoader
 
     from fishtune import logs
-    from fishtune.training.callbacks import MetricsJournal
+    from fishtune.training.callbacks import MetricsJournal, StepProgress
+    from fishtune.training.hub_sync import HubSync
     from fishtune.training.module import LoraModule
     from fishtune.training.samples import Collate, PackedTrainStream, ValSet, load_groups
 
@@ -239,7 +239,11 @@ def run(cfg: DictConfig) -> dict:
             enable_version_counter=False,
         ),
         journal,
+        StepProgress(int(t.max_steps)),  # a tqdm bar with ETA on a terminal; status.json either way
     ]
+    sync = HubSync.from_config(cfg, ckpt_dir, run_dir)  # hub.sync.repo_id: push checkpoints in the background
+    if sync is not None:
+        callbacks.append(sync)
     if int(t.early_stopping.patience) > 0:
         callbacks.append(
             EarlyStopping(
@@ -268,7 +272,7 @@ def run(cfg: DictConfig) -> dict:
         plugins=[checkpoints.AtomicCheckpointIO()],
         default_root_dir=str(train_dir),
         log_every_n_steps=int(t.log_every),
-        enable_progress_bar=sys.stdout.isatty(),
+        enable_progress_bar=False,  # StepProgress shows steps with an ETA instead
         enable_model_summary=False,
         deterministic=False,
     )

@@ -1,4 +1,5 @@
-"""Callbacks: a metrics journal (``train/metrics.jsonl``) with readable progress lines and an ETA."""
+"""Callbacks: a metrics journal (``train/metrics.jsonl``) with readable progress lines and an ETA, feeding
+``status.json`` too; a step progress bar with ETA on a terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import lightning as L
 
-from fishtune.progress import format_seconds
+from fishtune import status
+from fishtune.progress import Progress, format_seconds
 
 log = logging.getLogger("fishtune.train")
 
@@ -44,8 +46,32 @@ class MetricsJournal(L.Callback):
         if trainer.global_step:
             log.info("resumed at step %d of %d", trainer.global_step, self.max_steps)
 
+    def _eta(self, step: int) -> float:
+        done = step - self._step0
+        return (time.time() - self._t0) / done * (self.max_steps - step) if done > 0 and self._t0 else math.nan
+
+    def _status(self, trainer, step: int, force: bool = False, **extra) -> None:
+        m = trainer.callback_metrics
+        fields: dict = {"step": step, "max_steps": self.max_steps, **extra}
+        for key, name in (
+            ("train/loss", "loss"),
+            ("train/lr", "lr"),
+            ("perf/tokens_per_second", "tokens_per_second"),
+            ("perf/step_seconds", "step_seconds"),
+            ("perf/gpu_memory_gb", "gpu_memory_gb"),
+        ):
+            if key in m:
+                fields[name] = _num(m[key])
+        eta = self._eta(step)
+        fields["eta_seconds"] = None if math.isnan(eta) else round(eta, 1)
+        if self.best_val < math.inf:
+            fields["best_val_loss"] = self.best_val
+        status.train(fields, force=force)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
+        if status.due() or step == self.max_steps:
+            self._status(trainer, step)
         if step % self.every and step != self.max_steps:
             return
         m = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "perf/"))}
@@ -85,8 +111,31 @@ class MetricsJournal(L.Callback):
             m.get("val/top5_accuracy", math.nan),
             self.best_val,
         )
+        self._status(trainer, trainer.global_step, force=True, val_loss=m.get("val/loss", math.nan))
+        log.info("cost so far: %s", status.run_cost_text())
 
     def teardown(self, trainer, pl_module, stage):
         if self._fh:
             self._fh.close()
             self._fh = None
+
+
+class StepProgress(L.Callback):
+    """A tqdm bar over training steps with an ETA on a terminal (Lightning's bar has no total for a stream);
+    on a pipe it only feeds ``status.json`` (MetricsJournal logs the step lines)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+        self.bar: Progress | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.bar = Progress("train", self.max_steps, unit="steps", start=trainer.global_step, lines=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.bar is not None and trainer.global_step > self.bar.done:
+            self.bar.update(trainer.global_step - self.bar.done)
+
+    def teardown(self, trainer, pl_module, stage):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -25,13 +27,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
+        # Serialise in memory first: torch.save straight to a full disk fails with an obscure zip-writer
+        # RuntimeError; a plain write fails with ENOSPC, which we can explain. (LoRA checkpoints are small.)
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
         try:
-            with atomic_path(path) as tmp:
-                torch.save(checkpoint, str(tmp))
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                fh.write(buf.getbuffer())
         except OSError as err:
+            free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
             raise StageFailed(
-                f"could not write checkpoint {path}: {err.strerror or err}",
-                hint="free disk space in the run directory; earlier checkpoints are intact",
+                f"could not write checkpoint {path}: {err.strerror or err} "
+                f"({buf.tell() / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free)",
+                hint="free disk space in the run directory (or set train.keep_checkpoints lower), then rerun train: "
+                "it resumes from the previous checkpoint, which is intact",
             ) from err
 
 

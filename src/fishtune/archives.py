@@ -1,0 +1,202 @@
+"""Safe extraction of dataset archives (.tar, .tar.gz/.tgz, .tar.bz2, .tar.xz, .zip).
+
+Every member is checked before anything is written; the archive is refused (one line naming the archive and
+the member) when a member
+- has an absolute path or a ``..`` component (path traversal),
+- is a symbolic link or hard link whose target is absolute or resolves outside the target folder,
+- is a device, FIFO or other special file.
+Extraction goes to a temporary folder next to the target and is renamed into place at the end, so a killed
+or refused extraction leaves no partial dataset behind.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+from fishtune.errors import InputError
+from fishtune.runstate import make_public
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
+
+
+def is_archive(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+class UnsafeArchive(InputError):
+    """An archive member would land outside the target folder (or is a special file)."""
+
+
+def _refuse(archive: Path, member: str, why: str) -> UnsafeArchive:
+    return UnsafeArchive(
+        f"refusing to extract {archive}: member {member!r} {why}",
+        hint="this archive could write outside the dataset folder; repack it with relative paths and no links "
+        "that leave it",
+    )
+
+
+def _check_name(archive: Path, name: str) -> str:
+    """The member's normalised relative path; refuses absolute paths and ``..``."""
+    raw = name.replace("\\", "/")
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":"):
+        raise _refuse(archive, name, "has an absolute path")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(archive, name, "has a '..' path component (path traversal)")
+    return "/".join(parts)
+
+
+def _check_link(archive: Path, name: str, rel: str, target: str, hard: bool) -> None:
+    kind = "hard link" if hard else "symbolic link"
+    t = target.replace("\\", "/")
+    if not t or t.startswith("/"):
+        raise _refuse(archive, name, f"is a {kind} to an absolute path {target!r}")
+    # A hard link's target is relative to the archive root, a symlink's to the link's own folder.
+    joined = posixpath.normpath(t if hard else posixpath.join(posixpath.dirname(rel), t))
+    if joined == ".." or joined.startswith("../"):
+        raise _refuse(archive, name, f"is a {kind} pointing outside the target folder ({target!r})")
+
+
+def _check_tar(archive: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    members = tf.getmembers()
+    for m in members:
+        rel = _check_name(archive, m.name)
+        if m.issym() or m.islnk():
+            _check_link(archive, m.name, rel, m.linkname, hard=m.islnk())
+        elif not (m.isfile() or m.isdir()):
+            raise _refuse(archive, m.name, "is a device, FIFO or other special file")
+    return members
+
+
+def _zip_mode(info: zipfile.ZipInfo) -> int:
+    return (info.external_attr >> 16) & 0xFFFF
+
+
+def _check_zip(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    infos = zf.infolist()
+    for info in infos:
+        rel = _check_name(archive, info.filename)
+        mode = _zip_mode(info)
+        if stat.S_ISLNK(mode):
+            _check_link(archive, info.filename, rel, zf.read(info).decode("utf-8", "replace"), hard=False)
+        elif stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise _refuse(archive, info.filename, "is a device, FIFO or other special file")
+    return infos
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _extract_tar(archive: Path, dest: Path) -> int:
+    try:
+        with tarfile.open(archive) as tf:
+            members = _check_tar(archive, tf)
+            count = 0
+            for m in members:
+                rel = _check_name(archive, m.name)
+                if not rel:
+                    continue
+                out = dest / rel
+                if not _inside(dest, out.parent):  # a symlinked folder inside the archive pointing elsewhere
+                    raise _refuse(archive, m.name, "goes through a link that leaves the target folder")
+                if m.isdir():
+                    out.mkdir(parents=True, exist_ok=True)
+                elif m.issym():
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(m.linkname, out)
+                elif m.islnk():
+                    src = dest / _check_name(archive, m.linkname)
+                    if not _inside(dest, src):
+                        raise _refuse(archive, m.name, "is a hard link through a link that leaves the target folder")
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, out)
+                else:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    fh = tf.extractfile(m)
+                    if fh is None:  # pragma: no cover - isfile() members always have data
+                        continue
+                    with fh, open(out, "wb") as w:
+                        shutil.copyfileobj(fh, w, 1 << 20)
+                    count += 1
+            return count
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise InputError(
+            f"{archive} is not a readable tar or zip archive ({err})",
+            hint="download it again (it may be truncated); use .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz or .zip",
+        ) from err
+
+
+def _extract_zip(archive: Path, dest: Path) -> int:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = _check_zip(archive, zf)
+            count = 0
+            for info in infos:
+                rel = _check_name(archive, info.filename)
+                if not rel:
+                    continue
+                out = dest / rel
+                if not _inside(dest, out.parent):
+                    raise _refuse(archive, info.filename, "goes through a link that leaves the target folder")
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                elif stat.S_ISLNK(_zip_mode(info)):
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(zf.read(info).decode("utf-8"), out)
+                else:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as fh, open(out, "wb") as w:
+                        shutil.copyfileobj(fh, w, 1 << 20)
+                    count += 1
+            return count
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise InputError(
+            f"{archive} is not a readable zip archive ({err})", hint="download it again; it may be truncated"
+        ) from err
+
+
+def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:
+    """Check, then extract ``archive`` into ``dest`` (replacing it atomically); returns the number of files."""
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise InputError(f"archive {archive} not found", hint="check fetch.dataset.path / fetch.dataset.archive")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract.", dir=dest.parent))
+    make_public(tmp, directory=True)
+    try:
+        count = _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+        return count
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clean_leftovers(dest: str | os.PathLike) -> None:
+    """Remove temporary folders a killed extraction left next to ``dest``."""
+    dest = Path(dest)
+    if dest.parent.is_dir():
+        for p in dest.parent.glob(f".{dest.name}.extract.*"):
+            shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(dest.with_name(f".{dest.name}.old"), ignore_errors=True)

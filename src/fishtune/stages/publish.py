@@ -1,0 +1,166 @@
+"""Stage ``publish``: upload the merged model, the LoRA, samples, report and a model card to a Hub repo.
+
+A no-op unless ``publish.repo_id`` is set (so ``STAGE=all`` stays offline). The repository is assembled in
+``<run>/publish/`` first (hard links, replaced atomically), so what is uploaded can be inspected:
+
+    README.md               model card: base model, data hours, steps, losses, licence note (use is restricted)
+    model.pth config.json tokenizer.tiktoken special_tokens.json codec.pth   the merged model (Fish Speech layout)
+    lora/lora.pth lora/adapter.json      the adapter alone and its settings
+    samples/*.wav samples/index.jsonl    synthesized examples (when the synthesize stage ran)
+    report/...                           the evaluation report (when it exists)
+    training/metrics.jsonl training/summary.json training/merge.json training/summary_run.json
+
+The upload is one commit through ``HfApi.upload_folder``; files already on the Hub with the same content are
+skipped by huggingface_hub, so publishing again after an interruption uploads only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fishtune import hub, modelcard, redact, status
+from fishtune.errors import InputError
+from fishtune.runstate import RunState, make_public, sha256_json
+
+log = logging.getLogger("fishtune.publish")
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _base_commit(cfg: DictConfig) -> str | None:
+    """The base weights' commit from ``WEIGHTS_SOURCE`` (fetch / image bake), else the configured revision."""
+    source = Path(cfg.model.path) / "WEIGHTS_SOURCE"
+    found = (
+        re.search(r"@([0-9a-f]{40})", source.read_text(encoding="utf-8", errors="replace"))
+        if source.is_file()
+        else None
+    )
+    return found.group(1) if found else cfg.model.get("revision")
+
+
+def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
+    """Build ``<run>/publish/`` (atomically); returns it and the list of files in it."""
+    run_dir = Path(cfg.run_dir)
+    model_dir = Path(cfg.merge.output)
+    if not (model_dir / "model.pth").is_file():
+        raise InputError(f"no merged model in {model_dir}", hint="run the merge stage first (STAGE=merge)")
+    lora = run_dir / "train" / "lora.pth"
+    if not lora.is_file():
+        raise InputError(f"no trained adapter {lora}", hint="run the train stage first (STAGE=train)")
+    out = run_dir / "publish"
+    tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=run_dir))
+    make_public(tmp, directory=True)
+    try:
+        for p in sorted(model_dir.iterdir()):
+            if p.is_file() and p.name not in ("README.md", "state.json"):
+                _link(p, tmp / p.name)
+        if (model_dir / "state.json").is_file():
+            _link(model_dir / "state.json", tmp / "training" / "merge.json")
+        _link(lora, tmp / "lora" / "lora.pth")
+        adapter = {"lora": OmegaConf.to_container(cfg.lora), "base_model": cfg.model.get("repo_id") or cfg.model.name}
+        (tmp / "lora" / "adapter.json").write_text(json.dumps(adapter, indent=2) + "\n", encoding="utf-8")
+        samples = Path(cfg.synthesize.output)
+        if samples.is_dir():
+            for p in sorted(samples.iterdir()):
+                if p.is_file() and (p.suffix == ".wav" or p.name == "index.jsonl"):
+                    _link(p, tmp / "samples" / p.name)
+        report = run_dir / "report"
+        if report.is_dir():
+            for p in sorted(report.rglob("*")):
+                if p.is_file() and not p.name.startswith("."):
+                    _link(p, tmp / "report" / p.relative_to(report))
+        for src, name in (
+            (run_dir / "train" / "metrics.jsonl", "metrics.jsonl"),
+            (run_dir / "train" / "summary.json", "summary.json"),
+            (run_dir / "summary.json", "summary_run.json"),
+        ):
+            if src.is_file():
+                _link(src, tmp / "training" / name)
+        listed = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        run_cost = status.current().get("cost", {}).get("run_usd")
+        card = modelcard.render_hub_card(
+            run_dir,
+            repo_id=repo_id,
+            base_repo=cfg.model.get("repo_id"),
+            base_revision=_base_commit(cfg),
+            base_name=str(cfg.model.name),
+            language=cfg.recipe.get("language"),
+            lora_settings=OmegaConf.to_container(cfg.lora),
+            files=["README.md", *listed],
+            cost=status.money(run_cost) + " (GPU_HOURLY_USD x hours)" if isinstance(run_cost, float) else None,
+        )
+        (tmp / "README.md").write_text(redact.redact(card), encoding="utf-8")
+        for p in tmp.rglob("*.json*"):  # status/summary copies: belt and braces against a leaked token
+            text = p.read_text(encoding="utf-8", errors="replace")
+            if redact.redact(text) != text:
+                p.unlink()
+                p.write_text(redact.redact(text), encoding="utf-8")
+        if out.exists():
+            old = run_dir / ".publish.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, ["README.md", *listed]
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.time()
+    p = cfg.get("publish") or {}
+    repo_id = p.get("repo_id")
+    if not repo_id:
+        log.info("publish: no publish.repo_id set, nothing uploaded (set publish.repo_id=<user>/<name> to publish)")
+        return {"skipped": True, "reason": "no publish.repo_id"}
+    run_dir = Path(cfg.run_dir)
+    for stale in run_dir.glob(".publish.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    folder, listed = assemble(cfg, str(repo_id))
+    size = sum((folder / f).stat().st_size for f in listed)
+    log.info("publish: %d files (%.1f MiB) assembled in %s", len(listed), size / 2**20, folder)
+    endpoint = cfg.get("hub", {}).get("endpoint")
+    uploader = hub.Uploader(
+        str(repo_id),
+        token=hub.resolve_token(),
+        endpoint=str(endpoint).rstrip("/") if endpoint else None,
+        private=bool(p.get("private", True)),
+        revision=p.get("revision"),
+    )
+    message = p.get("commit_message") or f"fishtune: {run_dir.name} ({cfg.model.name} + LoRA, {cfg.recipe.name})"
+    attempts = max(1, int(p.get("attempts", 3)))
+    for attempt in range(1, attempts + 1):
+        try:
+            info = uploader.upload_folder(folder, str(message))
+            break
+        except hub.HubError as err:
+            transient = "not reachable" in err.message or "failed:" in err.message
+            if attempt == attempts or not transient:
+                raise
+            wait = float(p.get("retry_seconds", 10)) * attempt
+            log.warning("publish: upload attempt %d failed (%s); retrying in %.0f s", attempt, err.one_line(), wait)
+            time.sleep(wait)
+    commit = getattr(info, "oid", None) or ""
+    url = uploader.url
+    log.info("publish: %s at commit %s (%d files)", url, str(commit)[:12], len(listed))
+    result = {"repo_id": str(repo_id), "url": url, "commit": commit, "files": len(listed), "folder": str(folder)}
+    RunState(run_dir).record("publish", fingerprint=sha256_json([str(repo_id), listed]), started=started, **result)
+    return result
