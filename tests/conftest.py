@@ -119,3 +119,16 @@ def copy_run(src: Path, dst: Path, skip: tuple[str, ...] = ("train", "model", "s
     """Copy a run directory without the top-level outputs named in ``skip``."""
     shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if Path(d) == src and n in skip])
     return dst
+
+
+@pytest.fixture
+def fake_hub():
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 (tests/hubserver.py), for the real huggingface_hub client."""
+    from hubserver import FakeHub
+
+    hub = FakeHub(tokens={HUB_TOKEN})
+    yield hub
+    hub.stop()
+
+
+HUB_TOKEN = "hf_fishtuneTESTtokenMustNeverLeak0123"  # the token FakeHub accepts; tests grep for it afterwards

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY
-from fishtune import packed, tokens
+from fishtune import packed, stages, tokens
 
 pytestmark = pytest.mark.e2e
 
@@ -136,7 +136,7 @@ def test_whole_chain_all_stages(runner, tmp_path):
     """STAGE=all: doctor -> prepare -> extract -> pack -> train -> merge -> synthesize, as in the container."""
     import soundfile as sf
 
-    proc = runner(*TINY, env={"STAGE": "all"})
+    proc = runner(*TINY, env={"STAGE": "all", "GPU_HOURLY_USD": "2.5"})
     run = runner.run_dir
     summary = json.loads((run / "train" / "summary.json").read_text())
     assert summary["best_val_loss"] < summary["baseline"]["base_val_loss"]
@@ -157,6 +157,19 @@ def test_whole_chain_all_stages(runner, tmp_path):
     rows = _jsonl(run / "samples" / "index.jsonl")
     assert "kello yhdeksän viisitoista" in rows[1]["normalized"]
     assert "stage synthesize: done" in proc.stdout
+
+    # watching it: progress lines for each stage, status.json, and the final summary table with cost
+    for line in ("prepare: 13/13 clips", "extract: 12/12 clips", "pack: 12/12 clips", "step 30/30", "synthesize: 4/4"):
+        assert line in proc.stdout, line
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "done" and status["cost"]["gpu_hourly_usd"] == 2.5
+    assert status["stages"]["fetch"]["state"] == "skipped" and status["stages"]["publish"]["state"] == "skipped"
+    done = json.loads((run / "summary.json").read_text())
+    assert [r["stage"] for r in done["stages"]] == list(stages.CHAIN) and done["ok"] is True
+    assert all(isinstance(r["cost_usd"], float) for r in done["stages"])
+    table = proc.stdout.split("summary of run test (done)")[1]
+    assert "total" in table and "train/lora.pth (30 steps" in table and "next:" in table and "listen to" in table
+    assert "stage train: done in" in proc.stdout and "cost $" in proc.stdout
 
     # one sentence from TEXT, a text file, and base + LoRA before merging
     one = runner("synthesize", *TINY, "synthesize.output=" + str(tmp_path / "one"), env={"TEXT": "Moi 3 kertaa!"})

@@ -1,0 +1,279 @@
+"""The fetch stage against a local stand-in for the Hub (tests/hubserver.py) and an offline cache.
+
+The Hub is not reachable here, so huggingface_hub's own client (``snapshot_download`` / ``hf_hub_download``)
+talks to a loopback server that answers like the Hub, or reads a filled cache with ``HF_HUB_OFFLINE=1``. Nothing
+in fishtune or huggingface_hub is mocked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ENTRYPOINT, HUB_TOKEN, TINY, run_inprocess
+from fishtune import formats
+from fishtune.stages.fetch import MARKER
+
+REPO = "fishaudio/openaudio-s1-mini"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_token(monkeypatch, tmp_path):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_TOKEN_FILE", str(tmp_path / "no-token-file"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _model_files(model_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir()) if p.is_file()}
+
+
+def _hub_args(hub, tmp_path: Path, dest: Path, *extra: str) -> list[str]:
+    return [
+        f"model.path={dest}",
+        f"model.repo_id={REPO}",
+        f"hub.endpoint={hub.url}",
+        f"hub.cache_dir={tmp_path / 'hf-cache'}",
+        *extra,
+    ]
+
+
+def _fetch(run_dir: Path, data: Path, *overrides: str) -> int:
+    # run_inprocess passes model.path first; ours (later) wins
+    return run_inprocess(run_dir, data, Path("/nonexistent"), "fetch", *overrides)
+
+
+def _grep_tree(root: Path, needle: str) -> list[Path]:
+    hits = []
+    for p in root.rglob("*"):
+        if p.is_file() and not p.is_symlink() and needle.encode() in p.read_bytes():
+            hits.append(p)
+    return hits
+
+
+def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch):
+    files = _model_files(tiny_model)
+    commit = fake_hub.add_repo(REPO, files)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    run_dir = tmp_path / "runs" / "r"
+    dest = tmp_path / "models" / "s1"
+    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest, f"model.revision={commit}")) == 0
+
+    for name, data in files.items():  # real files, byte-identical
+        assert (dest / name).read_bytes() == data and not (dest / name).is_symlink()
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    source = (dest / "WEIGHTS_SOURCE").read_text()
+    assert source.count("\n") == 1 and f"{REPO}@{commit}" in source
+    assert {r["token"] for r in fake_hub.requests} == {HUB_TOKEN}  # the token was sent ...
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["stages"]["fetch"]["model"]["commit"] == commit
+
+    # second run: weights present -> nothing is downloaded (a no-op, like STAGE=all offline)
+    n = len(fake_hub.requests)
+    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest)) == 0
+    assert len(fake_hub.requests) == n
+    assert "nothing to fetch" in (run_dir / "logs" / "fetch.log").read_text()
+
+    # ... and never written down: logs, status.json, state.json, summary, the model folder
+    assert not _grep_tree(run_dir, HUB_TOKEN) and not _grep_tree(dest, HUB_TOKEN)
+    assert "Hugging Face token: $HF_TOKEN" in (run_dir / "logs" / "fetch.log").read_text()
+
+    # offline: a new model folder from the filled cache, HF_HUB_OFFLINE=1, no server involved
+    fake_hub.stop()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FISHTUNE_RUNS": str(tmp_path / "runs"), "RUN_NAME": "offline"}
+    env.pop("HF_TOKEN", None)
+    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, f"paths.data={finnish_data}"]
+    cache = f"hub.cache_dir={tmp_path / 'hf-cache'}"
+    offline = tmp_path / "models" / "offline"
+    args = [f"model.path={offline}", f"model.repo_id={REPO}", f"model.revision={commit}", cache]
+    p = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (offline / "model.pth").read_bytes() == files["model.pth"]
+    # a revision the cache does not hold: one clear line, exit 1
+    args = [f"model.path={tmp_path / 'x'}", f"model.repo_id={REPO}", f"model.revision={'f' * 40}", cache]
+    p = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "not reachable (HF_HUB_OFFLINE=1)" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("missing", "not found, or it is private"),
+        ("gated", "is gated"),
+        ("bad token", "rejected the token"),
+        ("no revision", "revision 'v9' does not exist"),
+        ("no archive", "fi.tar.gz not found in dataset repository"),
+    ],
+)
+def test_hub_errors_are_one_clear_line(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch, capsys, case, expect):
+    files = _model_files(tiny_model)
+    fake_hub.add_repo(REPO, files)
+    fake_hub.add_repo("fishaudio/gated", files, gated=True)
+    fake_hub.add_repo("me/data", {"README.md": b"# data\n"}, repo_type="dataset")
+    dest = tmp_path / "m"
+    extra = {
+        "missing": ["model.repo_id=nobody/nothing"],
+        "gated": ["model.repo_id=fishaudio/gated"],
+        "bad token": [],
+        "no revision": ["model.revision=v9"],
+        "no archive": ["fetch.model=never", "fetch.dataset.repo_id=me/data", "fetch.dataset.archive=fi.tar.gz"],
+    }[case]
+    bad = "hf_THISisNOTtheRIGHTtoken42"
+    if case == "bad token":
+        monkeypatch.setenv("HF_TOKEN", bad)
+    capsys.readouterr()
+    rc = _fetch(tmp_path / "runs" / "r", finnish_data, *_hub_args(fake_hub, tmp_path, dest), *extra)
+    err = capsys.readouterr().err
+    assert rc == 1 and expect in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "Fix:" in err
+    assert not dest.exists()
+    assert bad not in err and not _grep_tree(tmp_path / "runs", bad)
+
+
+def test_corrupt_download_is_refused_then_fetched_again(tmp_path, fake_hub, tiny_model, finnish_data, capsys):
+    fake_hub.add_repo(REPO, _model_files(tiny_model))
+    fake_hub.corrupt.add("model.pth")
+    dest = tmp_path / "m"
+    args = _hub_args(fake_hub, tmp_path, dest)
+    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 1
+    assert "model.pth is corrupt" in capsys.readouterr().err and not dest.exists()
+    fake_hub.corrupt.clear()  # the next run downloads the removed file again and succeeds
+    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 0
+    assert (dest / "model.pth").read_bytes() == (tiny_model / "model.pth").read_bytes()
+
+
+def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_data):
+    """kill -9 in the middle of a large download; the rerun continues the partial file with an HTTP Range request."""
+    files = _model_files(tiny_model)
+    big = os.urandom(24 << 20)  # > huggingface_hub's 10 MiB write chunk, so a partial file exists mid-download
+    files["extra.bin"] = big
+    fake_hub.add_repo(REPO, files)
+    fake_hub.throttle["extra.bin"] = 12 << 20  # bytes/s: about 2 s for the file
+    dest = tmp_path / "m"
+    cache = tmp_path / "hf-cache"
+    cmd = [
+        sys.executable,
+        str(ENTRYPOINT),
+        "fetch",
+        *TINY,
+        f"paths.data={finnish_data}",
+        f"paths.runs={tmp_path / 'runs'}",
+        *_hub_args(fake_hub, tmp_path, dest),
+    ]
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    partial: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in cache.rglob("*.incomplete") if p.stat().st_size >= 10 << 20]
+        if partial:
+            break
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL
+    proc.wait()
+    assert partial, "the kill should land while extra.bin is half downloaded"
+    assert not (dest / "extra.bin").exists()
+    done = partial[0].stat().st_size
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    ranges = [r["range"] for r in fake_hub.seen("GET", "extra.bin") if r["range"]]
+    assert ranges and int(ranges[-1].split("=")[1].rstrip("-")) == done >= 10 << 20
+    assert hashlib.sha256((dest / "extra.bin").read_bytes()).digest() == hashlib.sha256(big).digest()
+    assert not list(cache.rglob("*.incomplete"))
+
+
+def _tar_dir(src: Path, arc: Path, top: str, extra: list[tuple[str, bytes]] = ()) -> Path:
+    with tarfile.open(arc, "w:gz") as tf:
+        tf.add(src, arcname=top)
+        for name, data in extra:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return arc
+
+
+def test_dataset_from_hub_archive_then_prepare(tmp_path, fake_hub, finnish_data, tiny_model, monkeypatch):
+    arc = _tar_dir(finnish_data, tmp_path / "fi.tar.gz", "finnish-1.0")
+    fake_hub.add_repo("me/fi-speech", {"fi.tar.gz": arc.read_bytes(), "README.md": b"# fi\n"}, repo_type="dataset")
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    run_dir = tmp_path / "runs" / "r"
+    ds = [
+        "fetch.dataset.repo_id=me/fi-speech",
+        "fetch.dataset.archive=fi.tar.gz",
+        f"fetch.dataset.sha256={hashlib.sha256(arc.read_bytes()).hexdigest()}",
+        f"hub.endpoint={fake_hub.url}",
+        f"hub.cache_dir={tmp_path / 'hf-cache'}",
+    ]
+    missing = tmp_path / "nowhere"  # paths.data is not used when a dataset source is configured
+    assert run_inprocess(run_dir, missing, tiny_model, "fetch,prepare", *ds) == 0
+    raw = run_dir / "raw"
+    assert json.loads((raw / MARKER).read_text())["source"]["repo_id"] == "me/fi-speech"
+    stats = json.loads((run_dir / "clips" / "stats.json").read_text())
+    assert stats["accepted"] == 12 and stats["rejected"] == 3  # the same dataset as tests/conftest.py's
+    # rerun: the archive is already extracted, nothing is downloaded again
+    n = len(fake_hub.seen("GET", "fi.tar.gz"))
+    assert run_inprocess(run_dir, missing, tiny_model, "fetch", *ds) == 0
+    assert len(fake_hub.seen("GET", "fi.tar.gz")) == n
+    assert "already extracted" in (run_dir / "logs" / "fetch.log").read_text()
+    assert not _grep_tree(run_dir, HUB_TOKEN)
+
+    # a pinned sha256 that does not match is refused
+    bad = [d if not d.startswith("fetch.dataset.sha256") else "fetch.dataset.sha256=" + "0" * 64 for d in ds]
+    assert run_inprocess(tmp_path / "runs" / "pin", missing, tiny_model, "fetch", *bad) == 1
+    assert "not the pinned fetch.dataset.sha256" in (tmp_path / "runs" / "pin" / "logs" / "fetch.log").read_text()
+
+
+def test_dataset_repo_layouts_and_local_archives(tmp_path, fake_hub, finnish_data, tiny_model):
+    # an LJSpeech-layout dataset repo (no archive): the repo's files are the dataset
+    wav = next(finnish_data.rglob("*.wav")).read_bytes()
+    lj = {"metadata.csv": b"a1|Hei.|Hei.\na2|Moi.|Moi.\n", "wavs/a1.wav": wav, "wavs/a2.wav": wav}
+    fake_hub.add_repo("me/lj", lj, repo_type="dataset")
+    run_dir = tmp_path / "runs" / "lj"
+    args = [
+        "fetch.dataset.repo_id=me/lj",
+        f"hub.endpoint={fake_hub.url}",
+        f"hub.cache_dir={tmp_path / 'hf-cache'}",
+    ]
+    assert run_inprocess(run_dir, tmp_path / "nowhere", tiny_model, "fetch", *args) == 0
+    from fishtune.config import load_config
+    from fishtune.stages.fetch import data_root
+
+    cfg = load_config(
+        [*TINY, "fetch.dataset.repo_id=me/lj", f"paths.runs={run_dir.parent}", f"run_name={run_dir.name}"]
+    )
+    assert data_root(cfg) == run_dir / "raw" / "lj"
+    fmt, items = formats.read(data_root(cfg))
+    assert fmt == "ljspeech" and [i.id for i in items if not i.problem] == ["lj/a1", "lj/a2"]
+
+    # a local archive (fetch.dataset.path) is extracted; a local folder is used in place
+    arc = _tar_dir(finnish_data, tmp_path / "local.tar.gz", "fi")
+    run2 = tmp_path / "runs" / "local"
+    assert run_inprocess(run2, tmp_path / "nowhere", tiny_model, "fetch", f"fetch.dataset.path={arc}") == 0
+    assert formats.read(run2 / "raw" / "fi")[0] == "fish"
+    cfg = load_config([*TINY, f"fetch.dataset.path={finnish_data}", f"paths.runs={tmp_path}"])
+    assert data_root(cfg) == finnish_data
+
+    # an archive with a path-traversal member is refused, naming it, and nothing is extracted
+    evil = _tar_dir(finnish_data, tmp_path / "evil.tar.gz", "fi", [("../../escaped.txt", b"x")])
+    fake_hub.add_repo("me/evil", {"data.tar.gz": evil.read_bytes()}, repo_type="dataset")
+    run3 = tmp_path / "runs" / "evil"
+    bad = ["fetch.dataset.repo_id=me/evil", "fetch.dataset.archive=data.tar.gz", *args[1:]]
+    assert run_inprocess(run3, tmp_path / "nowhere", tiny_model, "fetch", *bad) == 1
+    log = (run3 / "logs" / "fetch.log").read_text()
+    assert "refusing to extract" in log and "../../escaped.txt" in log
+    assert not (run3 / "raw").exists() and not list(tmp_path.rglob("escaped.txt"))
+    # prepare then says what to do
+    assert run_inprocess(run3, tmp_path / "nowhere", tiny_model, "prepare", *bad) == 1
+    assert "run the fetch stage first" in (run3 / "logs" / "prepare.log").read_text()
