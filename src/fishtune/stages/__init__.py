@@ -20,6 +20,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "train": ("fishtune.stages.train", "LoRA fine-tuning, validated on the held-out split; resumable"),
     "merge": ("fishtune.stages.merge", "LoRA + base -> standalone model folder, validated three ways"),
     "synthesize": ("fishtune.stages.synthesize", "text -> wav with the fine-tuned model (Fish Speech generation)"),
+    "evaluate": (
+        "fishtune.stages.evaluate",
+        "base vs fine-tuned: CER, speaker similarity, duration/silence; report/index.html; picks the best checkpoint",
+    ),
     "publish": (
         "fishtune.stages.publish",
         "upload model, LoRA, samples, report and model card to the Hub (no-op without publish.repo_id)",
@@ -29,7 +33,7 @@ STAGES: dict[str, tuple[str, str]] = {
 ALIASES = {"preflight": "doctor"}
 
 # What STAGE=all runs, in order.
-CHAIN = ["fetch", "doctor", "prepare", "extract", "pack", "train", "merge", "synthesize", "publish"]
+CHAIN = ["fetch", "doctor", "prepare", "extract", "pack", "train", "merge", "synthesize", "evaluate", "publish"]
 
 
 def resolve(name: str) -> str:

@@ -48,7 +48,9 @@ def sentences(cfg: DictConfig) -> list[str]:
     return [str(x) for x in cfg.recipe.get("samples", [])] or ["Hyvää päivää."]
 
 
-def load_model(cfg: DictConfig, which: str):
+def load_model(cfg: DictConfig, which: str, checkpoint: str | os.PathLike | None = None):
+    """``merged`` (merge.output), ``lora`` (base + an adapter folded in; ``checkpoint`` or merge.checkpoint) or
+    ``base``. Returns (model on CPU, folder with its codec)."""
     if which == "merged":
         folder = Path(cfg.merge.output)
         if not (folder / "model.pth").is_file():
@@ -64,7 +66,7 @@ def load_model(cfg: DictConfig, which: str):
         from fishtune.stages.train import lora_settings
         from fishtune.training.checkpoints import read_lora
 
-        ckpt = resolve_checkpoint(cfg)
+        ckpt = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(cfg)
         lora.apply_lora(model, lora_settings(cfg))
         lora.load_lora_state_dict(model, read_lora(ckpt), source=str(ckpt))
         merged = lora.merged_state_dict(model)
@@ -87,9 +89,34 @@ def reference(cfg: DictConfig, codec, device) -> tuple[list[str], list[torch.Ten
     return [ref_text], [codes]
 
 
-def run(cfg: DictConfig) -> dict:
+def generate_codes(model, device, clean: str, params, prompt_text=(), prompt_tokens=()) -> torch.Tensor | None:
+    """One normalised text -> codes ``[num_codebooks, frames]`` (or None) with Fish Speech's ``generate_long``.
+
+    ``params`` has ``max_new_tokens``, ``temperature``, ``top_p``, ``repetition_penalty`` (e.g. ``cfg.synthesize``);
+    seed torch before calling for reproducible sampling. Shared by ``synthesize`` and ``evaluate``.
+    """
     from fish_speech.models.text2semantic.inference import decode_one_token_ar, generate_long
 
+    codes = None
+    with torch.inference_mode():
+        for resp in generate_long(
+            model=model,
+            device=device,
+            decode_one_token=decode_one_token_ar,
+            text=clean,
+            max_new_tokens=int(params.max_new_tokens),
+            temperature=float(params.temperature),
+            top_p=float(params.top_p),
+            repetition_penalty=float(params.repetition_penalty),
+            prompt_text=list(prompt_text),
+            prompt_tokens=list(prompt_tokens),
+        ):
+            if resp.action == "sample":
+                codes = resp.codes
+    return codes
+
+
+def run(cfg: DictConfig) -> dict:
     if not sys.stdout.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")  # Fish Speech's per-token bar; our progress lines suffice
     started = time.time()
@@ -111,22 +138,7 @@ def run(cfg: DictConfig) -> dict:
         clean = text.normalize(raw, str(cfg.recipe.normalize))
         torch.manual_seed(int(s.seed) + i)
         t0 = time.perf_counter()
-        codes = None
-        with torch.inference_mode():
-            for resp in generate_long(
-                model=model,
-                device=device,
-                decode_one_token=decode_one_token_ar,
-                text=clean,
-                max_new_tokens=int(s.max_new_tokens),
-                temperature=float(s.temperature),
-                top_p=float(s.top_p),
-                repetition_penalty=float(s.repetition_penalty),
-                prompt_text=ref_texts,
-                prompt_tokens=ref_codes,
-            ):
-                if resp.action == "sample":
-                    codes = resp.codes
+        codes = generate_codes(model, device, clean, s, ref_texts, ref_codes)
         if codes is None or codes.shape[1] == 0:
             raise StageFailed(
                 f"the model produced no audio for sentence {i + 1}: {raw!r}",
