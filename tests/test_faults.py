@@ -121,11 +121,11 @@ def test_disk_full_during_checkpoint_save(tmp_path, trained_run, finnish_data, t
     try:
         shutil.copy2(outside / prev.name, ckdir / prev.name)
         capsys.readouterr()
-        steps = ["train.max_steps=20", "train.ckpt_every=10", "train.val_every=10"]
+        steps = ["train.max_steps=12", "train.ckpt_every=1", "train.val_every=10"]  # the next save is at step 11
         assert run_inprocess(run, finnish_data, tiny_model, "train", *steps) == 1
         err = capsys.readouterr().err
         (line,) = [x for x in err.splitlines() if x.startswith("error:")]  # one line (Lightning may warn too)
-        assert line.startswith("error: could not write checkpoint") and "step_000000020.ckpt" in line
+        assert line.startswith("error: could not write checkpoint") and "step_000000011.ckpt" in line
         assert "No space left on device" in line and "previous checkpoint, which is intact" in line
         assert "Traceback" not in err
         # the previous checkpoint is intact, nothing half-written is left
@@ -134,7 +134,7 @@ def test_disk_full_during_checkpoint_save(tmp_path, trained_run, finnish_data, t
         assert "could not write checkpoint" in (run / "logs" / "train.log").read_text()
     finally:
         subprocess.run(["umount", str(ckdir)], check=False)
-    # with space again, the rerun resumes from step 10 and finishes
+    # with space again, the rerun resumes from step 10 and finishes (what a user does after freeing space)
     assert sorted(p.name for p in ckdir.iterdir()) == [prev.name]
     assert run_inprocess(run, finnish_data, tiny_model, "train", *steps) == 0
     log = (run / "logs" / "train.log").read_text()
