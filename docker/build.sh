@@ -78,11 +78,12 @@ case "$ENGINE" in
     BASE_IMAGE=${BASE_IMAGE:-localhost/fishtune-base:bookworm}
     if [ "$BASE_IMAGE" = localhost/fishtune-base:bookworm ]; then docker/make-base.sh "$BASE_IMAGE"; fi
     args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-    # --layers: reuse unchanged layers between builds; cache mounts persist under /var/tmp/buildah-cache-*.
+    # --layers: reuse unchanged layers between builds; cache mounts persist under /var/tmp/buildah-cache*.
+    # --force-rm: no working containers left behind by a failed step.
     # --format docker: keeps SHELL and STOPSIGNAL as written.
-    echo "+ buildah bud --isolation chroot --layers --format docker ${args[*]} ${BUILD_FLAGS:-} $CONTEXT"
+    echo "+ buildah bud --isolation chroot --layers --force-rm --format docker ${args[*]} ${BUILD_FLAGS:-} $CONTEXT"
     # shellcheck disable=SC2086
-    buildah bud --isolation chroot --layers --format docker "${args[@]}" ${BUILD_FLAGS:-} "$CONTEXT"
+    buildah bud --isolation chroot --layers --force-rm --format docker "${args[@]}" ${BUILD_FLAGS:-} "$CONTEXT"
     size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)
     ;;
   *) echo "error: unknown ENGINE '$ENGINE'" >&2; exit 2 ;;
