@@ -143,6 +143,8 @@ def build_items(cfg: DictConfig, notes: list[str]) -> tuple[list[Item], float]:
     chosen = [h for h in held if h in by_id][: max(0, n_held)]
     if not held:
         notes.append("no held-out clips (packed/split.json): no speaker reference, similarity and val loss skipped")
+    elif not chosen:
+        notes.append(f"evaluate.heldout_clips={n_held}: no speaker reference, similarity not computed")
     for k, cid in enumerate(chosen):
         row = by_id[cid]
         clip = run_dir / "clips" / row["path"]
