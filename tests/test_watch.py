@@ -87,6 +87,7 @@ PROGRESS_DEMO = (
 
 def test_progress_bar_on_a_terminal_plain_lines_in_a_pipe():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "100"}
+    env.pop("TQDM_DISABLE", None)  # set by stages that ran in this process with stdout in a pipe
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
     proc = subprocess.Popen([sys.executable, "-c", PROGRESS_DEMO], stdout=slave, stderr=slave, env=env)
