@@ -16,12 +16,11 @@ import posixpath
 import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
 from fishtune.errors import InputError
-from fishtune.runstate import make_public
+from fishtune.runstate import atomic_dir
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar", ".zip")
 
@@ -174,23 +173,8 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise InputError(f"archive {archive} not found", hint="check fetch.dataset.path / fetch.dataset.archive")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.extract.", dir=dest.parent))
-    make_public(tmp, directory=True)
-    try:
-        count = _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-        return count
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(dest, tag="extract") as tmp:
+        return _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)
 
 
 def clean_leftovers(dest: str | os.PathLike) -> None:

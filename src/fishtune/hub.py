@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from typing import Any
 
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
-from fishtune.runstate import make_public
+from fishtune.runstate import atomic_dir
 
 log = logging.getLogger("fishtune.hub")
 
@@ -288,9 +287,7 @@ def download_file(
 def install_files(files: dict[str, Path], dest: Path, extra: dict[str, str] | None = None) -> None:
     """Put ``{relative path: source}`` into ``dest`` as real files (hard link or copy), replacing it atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch.", dir=dest.parent))
-    make_public(tmp, directory=True)
-    try:
+    with atomic_dir(dest, tag="fetch") as tmp:
         for rel, src in files.items():
             out = tmp / rel
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -301,17 +298,6 @@ def install_files(files: dict[str, Path], dest: Path, extra: dict[str, str] | No
                 shutil.copyfile(real, out)
         for rel, text in (extra or {}).items():
             (tmp / rel).write_text(text, encoding="utf-8")
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def clean_leftovers(dest: Path) -> None:

@@ -59,14 +59,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, tag: str = "") -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` as a whole.
 
-    A crash leaves the old folder (or none) and a hidden ``.name.*`` temp folder, never a mix of old and new.
+    A crash leaves the old folder (or none) and a hidden ``.name.[tag.]*`` temp folder, never a mix of old and new.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag + '.' if tag else ''}", dir=path.parent))
     make_public(tmp, directory=True)
     try:
         yield tmp

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import hub, modelcard, redact, status
 from fishtune.errors import InputError
-from fishtune.runstate import RunState, make_public, sha256_json
+from fishtune.runstate import RunState, atomic_dir, sha256_json
 
 log = logging.getLogger("fishtune.publish")
 
@@ -63,9 +62,7 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     if not lora.is_file():
         raise InputError(f"no trained adapter {lora}", hint="run the train stage first (STAGE=train)")
     out = run_dir / "publish"
-    tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=run_dir))
-    make_public(tmp, directory=True)
-    try:
+    with atomic_dir(out) as tmp:
         for p in sorted(model_dir.iterdir()):
             if p.is_file() and p.name not in ("README.md", "state.json"):
                 _link(p, tmp / p.name)
@@ -110,17 +107,6 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
             if redact.redact(text) != text:
                 p.unlink()
                 p.write_text(redact.redact(text), encoding="utf-8")
-        if out.exists():
-            old = run_dir / ".publish.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, ["README.md", *listed]
 
 
