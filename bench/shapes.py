@@ -62,14 +62,12 @@ def model_args(shapes: str) -> tuple[dict, int]:
 
 def tokenizer(num_semantic: int):
     """A byte-level FishTokenizer with ``num_semantic`` semantic tokens (ids only matter for masks)."""
-    from fish_speech.tokenizer import ALL_SPECIAL_TOKENS, SEMANTIC_TOKEN_TEMPLATE, FishTokenizer
+    from fish_speech.tokenizer import FishTokenizer
 
-    from fishtune.modeling.tiny import write_byte_tokenizer
+    from fishtune.modeling.tiny import special_tokens, write_byte_tokenizer
 
     path = write_byte_tokenizer(Path(tempfile.mkdtemp(prefix="bench-tok-")) / "tokenizer.tiktoken")
-    specials = [t for t in ALL_SPECIAL_TOKENS if not t.startswith("<|semantic:")]
-    specials += [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(num_semantic)]
-    return FishTokenizer(str(path), specials)
+    return FishTokenizer(str(path), special_tokens(num_semantic))
 
 
 def build_model(shapes: str, seed: int = 0, device="cpu", dtype=torch.float32):

@@ -84,11 +84,12 @@ def codec_config() -> dict:
     }
 
 
-def special_tokens() -> list[str]:
+def special_tokens(num_semantic: int = SEMANTIC_SIZE) -> list[str]:
+    """Fish Speech's special tokens followed by ``num_semantic`` ``<|semantic:i|>`` tokens."""
     from fish_speech.tokenizer import ALL_SPECIAL_TOKENS, SEMANTIC_TOKEN_TEMPLATE
 
     base = [t for t in ALL_SPECIAL_TOKENS if not t.startswith("<|semantic:")]
-    return base + [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(SEMANTIC_SIZE)]
+    return base + [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(num_semantic)]
 
 
 def write_byte_tokenizer(path: str | Path) -> Path:
