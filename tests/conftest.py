@@ -83,22 +83,30 @@ def runner(tmp_path, finnish_data, tiny_model) -> Runner:
 TINY = ["model=tiny", "preset=tiny"]
 
 
+def stage_args(run_dir: Path, data: Path, model: Path, stage: str, *overrides: str) -> list[str]:
+    """Entrypoint arguments running ``stage`` on the tiny preset with every path inside ``run_dir``'s parent."""
+    return [
+        stage,
+        *TINY,
+        f"paths.data={data}",
+        f"paths.runs={run_dir.parent}",
+        f"run_name={run_dir.name}",
+        f"paths.cache={run_dir.parent / 'cache'}",
+        f"model.path={model}",
+        *overrides,
+    ]
+
+
+def stage_cmd(run_dir: Path, data: Path, model: Path, stage: str, *overrides: str) -> list[str]:
+    """The same as a subprocess command line (for kill tests)."""
+    return [sys.executable, str(ENTRYPOINT), *stage_args(run_dir, data, model, stage, *overrides)]
+
+
 def run_inprocess(run_dir: Path, data: Path, model: Path, stage: str, *overrides: str) -> int:
     """Run stages in this process (faster than a subprocess); their logs are in ``run_dir/logs``."""
     from fishtune import cli
 
-    return cli.main(
-        [
-            stage,
-            *TINY,
-            f"paths.data={data}",
-            f"paths.runs={run_dir.parent}",
-            f"run_name={run_dir.name}",
-            f"paths.cache={run_dir.parent / 'cache'}",
-            f"model.path={model}",
-            *overrides,
-        ]
-    )
+    return cli.main(stage_args(run_dir, data, model, stage, *overrides))
 
 
 @pytest.fixture(scope="session")

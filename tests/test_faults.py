@@ -14,31 +14,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ENTRYPOINT, TINY, copy_run, run_inprocess
+from conftest import copy_run, run_inprocess, stage_cmd
 from fishtune.training import checkpoints
 
 pytestmark = pytest.mark.slow
-
-
-def _cmd(run_dir: Path, data: Path, model: Path, stage: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ENTRYPOINT),
-        stage,
-        *TINY,
-        f"paths.data={data}",
-        f"paths.runs={run_dir.parent}",
-        f"run_name={run_dir.name}",
-        f"paths.cache={run_dir.parent / 'cache'}",
-        f"model.path={model}",
-        *extra,
-    ]
 
 
 def _killed_at(point: str, cmd: list[str]) -> subprocess.CompletedProcess:
@@ -57,7 +41,7 @@ def test_kill_9_during_pack_then_rerun_gives_the_same_files(tmp_path, packed_run
     run = copy_run(packed_run, tmp_path / "runs" / "pack")
     shutil.rmtree(run / "packed")
     # killed with val/00000000.protos written under its temporary name (train/ is already complete)
-    _killed_at("write:00000000.protos@2", _cmd(run, finnish_data, tiny_model, "pack"))
+    _killed_at("write:00000000.protos@2", stage_cmd(run, finnish_data, tiny_model, "pack"))
     assert _leftovers(run / "packed"), "the kill should leave a temporary file behind"
     assert not (run / "packed" / "val" / "00000000.protos").exists()
     assert run_inprocess(run, finnish_data, tiny_model, "pack") == 0
@@ -86,7 +70,7 @@ def test_kill_9_during_merge_keeps_the_old_model_and_rerun_is_identical(
     run = copy_run(trained_run, tmp_path / "runs" / "m", skip=())
     reference = torch.load(run / "model" / "model.pth", weights_only=True)
     before = {p.name: p.stat().st_mtime_ns for p in (run / "model").iterdir()}
-    _killed_at("merge:written", _cmd(run, finnish_data, tiny_model, "merge"))
+    _killed_at("merge:written", stage_cmd(run, finnish_data, tiny_model, "merge"))
     # the earlier model folder is untouched; the half-assembled new one is a hidden temp folder
     assert {p.name: p.stat().st_mtime_ns for p in (run / "model").iterdir()} == before
     assert [p.name for p in _leftovers(run)] and all(p.name.startswith(".model.") for p in _leftovers(run))

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ENTRYPOINT, TINY, copy_run, run_inprocess
+from conftest import copy_run, run_inprocess, stage_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -50,22 +49,17 @@ def test_loss_goes_down_on_held_out_clips(fresh_run, finnish_data, tiny_model):
 
 
 def _train_cmd(run_dir, data, model, *extra):
-    return [
-        sys.executable,
-        str(ENTRYPOINT),
+    return stage_cmd(
+        run_dir,
+        data,
+        model,
         "train",
-        *TINY,
-        f"paths.data={data}",
-        f"paths.runs={run_dir.parent}",
-        f"run_name={run_dir.name}",
-        f"paths.cache={run_dir.parent / 'cache'}",
-        f"model.path={model}",
         "lora.dropout=0",
         "train.max_steps=40",
         "train.ckpt_every=4",
         "train.val_every=8",
         *extra,
-    ]
+    )
 
 
 def test_kill_9_and_resume_gives_the_same_adapter(tmp_path, packed_run, finnish_data, tiny_model):
@@ -118,34 +112,13 @@ def test_guard_refuses_an_untrained_base_model(fresh_run, finnish_data, tiny_mod
 
 def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     # lr 0: validation loss never improves, so training stops after `patience` validations without progress
-    rc = run_inprocess(
-        fresh_run,
-        finnish_data,
-        tiny_model,
-        "train",
-        "train.lr=0",
-        "train.val_every=2",
-        "train.early_stopping.patience=2",
-        "train.max_steps=30",
-    )
-    assert rc == 0
+    never_improves = ("train.lr=0", "train.val_every=2", "train.early_stopping.patience=2", "train.max_steps=30")
+    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0
     s = _summary(fresh_run)
     assert s["stopped_early"] and s["steps"] == 6
     assert (fresh_run / "train" / "checkpoints" / "step_000000006.ckpt").is_file()  # the end state is kept
     # rerunning a finished run does nothing (and does not train past the stop)
-    assert (
-        run_inprocess(
-            fresh_run,
-            finnish_data,
-            tiny_model,
-            "train",
-            "train.lr=0",
-            "train.val_every=2",
-            "train.early_stopping.patience=2",
-            "train.max_steps=30",
-        )
-        == 0
-    )
+    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0
     assert "already finished at step 6 (stopped early)" in _log(fresh_run)
     assert _summary(fresh_run)["steps"] == 6
 

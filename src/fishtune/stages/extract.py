@@ -143,15 +143,15 @@ def run(cfg: DictConfig) -> dict:
         progress.close()
 
     removed = _remove_orphans(tokens_dir, {r["id"] for r in rows})
-    frames = [tokens.load(tokens.paths(tokens_dir, r["id"])[0]).shape[1] for r in rows]
-    shapes = {tokens.load(tokens.paths(tokens_dir, r["id"])[0]).shape[0] for r in rows[:50]}
+    shapes = [tokens.load(tokens.paths(tokens_dir, r["id"])[0]).shape for r in rows]  # also checks every file
+    frames = [shape[1] for shape in shapes]
     summary = {
         "clips": len(rows),
         "encoded": len(todo),
         "cached": cached,
         "removed_stale": removed,
         "codec_sha256": codec_sha,
-        "num_codebooks": sorted(shapes),
+        "num_codebooks": sorted({shape[0] for shape in shapes}),
         "frames": int(np.sum(frames)),
         "oom_backoffs": extractor.oom_events if extractor else 0,
         "device": str(device),

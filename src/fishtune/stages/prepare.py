@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fishtune import audio, formats, text
-from fishtune.errors import FishtuneError, StageFailed
+from fishtune.errors import StageFailed
 from fishtune.progress import Progress
 from fishtune.runstate import (
     Journal,
@@ -59,10 +59,7 @@ def _item_key(item: formats.Item, settings: dict) -> str:
 
 def _process(item: formats.Item, out_root: Path, settings: dict) -> dict:
     """Convert one item; returns a manifest row or a rejection row (with 'reason')."""
-    try:
-        clean = text.normalize(item.text or "", settings["normalize"])
-    except FishtuneError:
-        raise
+    clean = text.normalize(item.text or "", settings["normalize"])
     if not clean.strip():
         return {"reason": "transcript is empty after normalisation"}
     try:
