@@ -32,15 +32,16 @@ def test_environment_variables_set_the_paths(monkeypatch):
 @pytest.mark.parametrize(
     ("preset", "expect"),
     [
-        ("tiny", {"batch_size": 2, "max_length": 1024, "gradient_checkpointing": False}),
-        ("24gb", {"batch_size": 8, "gradient_checkpointing": True, "ce_chunk": 1024}),
+        ("tiny", {"batch_size": 2, "max_length": 1024, "gradient_checkpointing": "auto"}),
+        ("24gb", {"batch_size": 8, "gradient_checkpointing": "auto", "memory_limit_gb": 22, "ce_chunk": 1024}),
     ],
 )
 def test_presets_override_training_settings(preset, expect):
     cfg = load_config([f"preset={preset}"])
     for key, value in expect.items():
         assert cfg.train[key] == value, key
-    assert load_config(["preset=default"]).train.ce_chunk == 4096
+    default = load_config(["preset=default"]).train
+    assert default.ce_chunk == 4096 and default.packing == "fill" and default.memory_limit_gb is None
 
 
 def test_command_line_beats_presets():

@@ -31,6 +31,9 @@ def test_loss_goes_down_on_held_out_clips(fresh_run, finnish_data, tiny_model):
     assert run_inprocess(fresh_run, finnish_data, tiny_model, "train") == 0
     s = _summary(fresh_run)
     assert s["steps"] == 30 and not s["stopped_early"]
+    assert s["packing"] == "fill"  # default: full rows, flash attention
+    assert s["gradient_checkpointing"] == {"checkpointed": 0, "units": 3, "reason": "cpu"}  # auto on the CPU
+    assert "gradient checkpointing: 0 of 3 layers (cpu)" in _log(fresh_run)
     assert s["best_val_loss"] < s["baseline"]["base_val_loss"] - 0.5
     rows = [json.loads(x) for x in (fresh_run / "train" / "metrics.jsonl").read_text().splitlines()]
     train_losses = [r["train/loss"] for r in rows if "train/loss" in r]
@@ -110,12 +113,28 @@ def test_guard_refuses_an_untrained_base_model(fresh_run, finnish_data, tiny_mod
     assert not list((fresh_run / "train" / "checkpoints").glob("*.ckpt"))  # no money spent
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.gradient_checkpointing=sometimes", "must be auto, true, false or a layer count"),
+        ("train.packing=squeeze", "train.packing must be fill or pad"),
+        ("train.memory_fraction=2", "train.memory_fraction=2 is outside 0.1..1"),
+    ],
+)
+def test_bad_training_options_give_one_line_and_exit_2(fresh_run, finnish_data, tiny_model, override, message):
+    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", override) == 2
+    assert message in _log(fresh_run)
+
+
 def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     # lr 0: validation loss never improves, so training stops after `patience` validations without progress
+    # (and upstream's padded packing with a configured number of checkpointed layers runs as well)
     never_improves = ("train.lr=0", "train.val_every=2", "train.early_stopping.patience=2", "train.max_steps=30")
-    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0
+    other_paths = ("train.packing=pad", "train.gradient_checkpointing=2")
+    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves, *other_paths) == 0
     s = _summary(fresh_run)
     assert s["stopped_early"] and s["steps"] == 6
+    assert s["packing"] == "pad" and s["gradient_checkpointing"]["checkpointed"] == 2
     assert (fresh_run / "train" / "checkpoints" / "step_000000006.ckpt").is_file()  # the end state is kept
     # rerunning a finished run does nothing (and does not train past the stop)
     assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0

@@ -28,7 +28,7 @@ from fishtune import devices, lora
 from fishtune.errors import StageFailed, UsageError
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import RunState, atomic_path, sha256_json, write_json_atomic
-from fishtune.training import checkpoints
+from fishtune.training import checkpoints, memory
 from fishtune.training import forward as fw
 
 log = logging.getLogger("fishtune.train")
@@ -44,6 +44,20 @@ def choose_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16-true"
     return "32-true"
+
+
+def check_options(t: DictConfig) -> None:
+    """One-line errors for option values that would otherwise fail deep inside training."""
+    try:
+        memory.parse(t.gradient_checkpointing)
+    except ValueError as e:
+        raise UsageError(str(e), hint="e.g. train.gradient_checkpointing=auto") from None
+    if str(t.packing) not in ("fill", "pad"):
+        raise UsageError(f"train.packing must be fill or pad, not {t.packing!r}", hint="train.packing=fill")
+    if not 0.1 <= float(t.memory_fraction) <= 1.0:
+        raise UsageError(
+            f"train.memory_fraction={t.memory_fraction} is outside 0.1..1", hint="train.memory_fraction=0.9"
+        )
 
 
 def build_model(cfg: DictConfig, max_length: int):
@@ -152,12 +166,14 @@ def run(cfg: DictConfig) -> dict:
     train_dir = run_dir / "train"
     ckpt_dir = train_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    check_options(t)
     device = devices.pick(str(t.device))
     precision = choose_precision(str(t.precision), device)
     L.seed_everything(int(t.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
     model = build_model(cfg, int(t.max_length))
+    fw.use_sdpa_everywhere(model)
     tok, nc = model.tokenizer, model.config.num_codebooks
     train_groups = load_groups(run_dir / "packed" / "train", nc)
     val_groups = load_groups(run_dir / "packed" / "val", nc)
@@ -186,20 +202,29 @@ def run(cfg: DictConfig) -> dict:
         baseline = guard(cfg, model, val_loader, device, precision)
         write_json_atomic(baseline_file, baseline)
 
+    def train_stream(start_batch: int) -> PackedTrainStream:
+        return PackedTrainStream(
+            train_groups,
+            tok,
+            nc,
+            int(t.max_length),
+            int(t.batch_size),
+            collate,
+            seed=int(t.seed),
+            start_batch=start_batch,
+            packing=str(t.packing),
+        )
+
     class Data(L.LightningDataModule):
         def train_dataloader(self):
             start = self.trainer.global_step * int(t.accumulate)  # restored from the checkpoint by now
-            stream = PackedTrainStream(
-                train_groups,
-                tok,
-                nc,
-                int(t.max_length),
-                int(t.batch_size),
-                collate,
-                seed=int(t.seed),
-                start_batch=start,
+            return DataLoader(
+                train_stream(start),
+                batch_size=None,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=device.type == "cuda",
             )
-            return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
         def val_dataloader(self):
             return val_loader
@@ -216,7 +241,15 @@ def run(cfg: DictConfig) -> dict:
         "base_model": str(cfg.model.path),
     }
     model.train()
-    module = LoraModule(model, opt, gradient_checkpointing=bool(t.gradient_checkpointing), ce_chunk=int(t.ce_chunk))
+    module = LoraModule(
+        model,
+        opt,
+        gradient_checkpointing=t.gradient_checkpointing,
+        ce_chunk=int(t.ce_chunk),
+        memory_fraction=float(t.memory_fraction),
+        memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
+        probe_batch=lambda: train_stream(0).batch(0),  # the first batch: full rows, the largest shape
+    )
     journal = MetricsJournal(train_dir / "metrics.jsonl", int(t.log_every), int(t.max_steps))
     callbacks = [
         ModelCheckpoint(
@@ -309,6 +342,8 @@ def run(cfg: DictConfig) -> dict:
         "precision": precision,
         "device": str(device),
         "resumed_from": str(resume_from) if resume_from else None,
+        "gradient_checkpointing": module.memory_plan,
+        "packing": str(t.packing),
     }
     write_json_atomic(train_dir / "summary.json", summary)
     log.info(

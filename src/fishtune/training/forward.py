@@ -26,6 +26,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
+# rows per call of the fast transformer: CUDA attention kernels limit the grid to 65,535 blocks per batch axis
+FAST_ROWS = 32768
 
 
 @dataclass
@@ -64,21 +66,68 @@ def token_head(model, h: Tensor) -> Tensor:
     return F.linear(h, model.embeddings.weight) if model.config.tie_word_embeddings else model.output(h)
 
 
+def flash_ok(layers, x: Tensor) -> bool:
+    """Whether ``layers`` can run causal attention without an explicit mask.
+
+    Fish Speech's attention, given ``mask=None``, runs ``scaled_dot_product_attention(is_causal=True)`` restricted
+    to the flash kernel (without SDPA, ``mask=None`` would mean *no* masking). That kernel exists on the CPU and,
+    on CUDA, for bf16/fp16 only; elsewhere the explicit mask is passed (SDPA then picks a masked kernel).
+    """
+    if not all(layer.attention.use_sdpa for layer in layers):
+        return False
+    return x.device.type == "cpu" or x.dtype in (torch.bfloat16, torch.float16)
+
+
+def use_sdpa_everywhere(model) -> None:
+    """Fish Speech builds the fast transformer with its manual attention (an inference workaround); training runs
+    it through SDPA as well. Same result (tested); only the kernel differs."""
+    for layer in list(model.layers) + list(model.fast_layers):
+        layer.attention.use_sdpa = True
+
+
+def num_units(model) -> int:
+    """Checkpointable units: the slow layers, then the fast layers."""
+    return len(model.layers) + len(model.fast_layers)
+
+
+def checkpointed_units(model, gradient_checkpointing) -> int:
+    """``True``: every layer; ``False``/0: none; an int ``n``: the first ``n`` units (slow layers first)."""
+    if gradient_checkpointing is True:
+        return num_units(model)
+    if gradient_checkpointing is False or gradient_checkpointing is None:
+        return 0
+    return max(0, min(int(gradient_checkpointing), num_units(model)))
+
+
+def _run(layers, x: Tensor, freqs: Tensor, mask: Tensor | None, checkpointed: int) -> Tensor:
+    for i, layer in enumerate(layers):
+        x = checkpoint(layer, x, freqs, mask, use_reentrant=False) if i < checkpointed else layer(x, freqs, mask)
+    return x
+
+
 def hidden(
-    model, inputs: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None, gradient_checkpointing: bool = False
+    model,
+    inputs: Tensor,
+    labels: Tensor,
+    key_padding_mask: Tensor | None = None,
+    gradient_checkpointing: bool | int = False,
 ) -> Hidden:
+    """``gradient_checkpointing``: see :func:`checkpointed_units` (only applies in training mode).
+
+    Without padding (every row full, as training's filled packing makes it) the slow transformer runs the flash
+    kernel with ``is_causal``; with padding, an explicit causal + key-padding mask (a slower kernel).
+    """
     cfg = model.config
     B, _, T = inputs.shape
+    n_ckpt = checkpointed_units(model, gradient_checkpointing) if model.training and torch.is_grad_enabled() else 0
     x = embed(model, inputs)
     freqs = model.freqs_cis[:T]
-    mask = model.causal_mask[None, None, :T, :T]
-    if key_padding_mask is not None:
-        mask = mask & ~key_padding_mask[:, None, None, :]
-    for layer in model.layers:
-        if gradient_checkpointing and model.training:
-            x = checkpoint(layer, x, freqs, mask, use_reentrant=False)
-        else:
-            x = layer(x, freqs, mask)
+    padded = key_padding_mask is not None and bool(key_padding_mask.any())
+    if padded:
+        mask = model.causal_mask[None, None, :T, :T] & ~key_padding_mask[:, None, None, :]
+    else:
+        mask = None if flash_ok(model.layers, x) else model.causal_mask[None, None, :T, :T]
+    x = _run(model.layers, x, freqs, mask, n_ckpt)
     slow = model.norm(x)
 
     sel = semantic_mask(model, labels[:, 0])  # positions whose next token is a semantic token
@@ -86,18 +135,19 @@ def hidden(
     h = model.fast_project_in(x[sel])  # [N, fast_dim]
     fast_in = torch.cat([h[:, None], model.fast_embeddings(cb_labels[:, :-1].clamp_min(0))], dim=1)
     nc = cfg.num_codebooks
-    fmask = model.causal_mask[None, None, :nc, :nc]
-    ffreqs = model.fast_freqs_cis[:nc]
-    for layer in model.fast_layers:
-        if gradient_checkpointing and model.training:
-            fast_in = checkpoint(layer, fast_in, ffreqs, fmask, use_reentrant=False)
-        else:
-            fast_in = layer(fast_in, ffreqs, fmask)
-    return Hidden(slow, model.fast_norm(fast_in), cb_labels)
+    fmask = None if flash_ok(model.fast_layers, fast_in) else model.causal_mask[None, None, :nc, :nc]
+    ffreqs, n_fast_ckpt = model.fast_freqs_cis[:nc], n_ckpt - len(model.layers)
+    parts = [_run(model.fast_layers, p, ffreqs, fmask, n_fast_ckpt) for p in fast_in.split(FAST_ROWS)]
+    fast = torch.cat(parts) if parts else fast_in
+    return Hidden(slow, model.fast_norm(fast), cb_labels)
 
 
 def forward(
-    model, inputs: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None, gradient_checkpointing: bool = False
+    model,
+    inputs: Tensor,
+    labels: Tensor,
+    key_padding_mask: Tensor | None = None,
+    gradient_checkpointing: bool | int = False,
 ) -> ForwardOut:
     """Full logits (for checks and tests; training uses :func:`loss`, which need not materialise them all)."""
     h = hidden(model, inputs, labels, key_padding_mask, gradient_checkpointing)
@@ -149,7 +199,7 @@ def cross_entropy(head, h: Tensor, y: Tensor, chunk: int, checkpointed: bool) ->
     return total, hits, count
 
 
-def loss(model, batch: dict, gradient_checkpointing: bool = False, ce_chunk: int = 0) -> LossOut:
+def loss(model, batch: dict, gradient_checkpointing: bool | int = False, ce_chunk: int = 0) -> LossOut:
     """Upstream's loss. ``ce_chunk > 0``: chunked, recomputed cross-entropy (same value, far less memory)."""
     labels = batch["labels"]
     h = hidden(model, batch["inputs"], labels, batch.get("key_padding_mask"), gradient_checkpointing)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
 
 from fishtune import lora
 from fishtune.training import forward as fw
+from fishtune.training import memory
+
+log = logging.getLogger("fishtune.train")
 
 
 def lr_lambda(warmup: int, total: int, schedule: str):
@@ -25,14 +30,54 @@ def lr_lambda(warmup: int, total: int, schedule: str):
 
 
 class LoraModule(L.LightningModule):
-    def __init__(self, model, opt: dict, gradient_checkpointing: bool = False, ce_chunk: int = 0):
+    def __init__(
+        self,
+        model,
+        opt: dict,
+        gradient_checkpointing: bool | int | str = False,
+        ce_chunk: int = 0,
+        memory_fraction: float = 0.9,
+        memory_limit_gb: float | None = None,
+        probe_batch: Callable[[], dict] | None = None,
+    ):
+        """``gradient_checkpointing="auto"``: at the start of fit, probe steps on ``probe_batch()`` pick the fewest
+        checkpointed layers that fit ``memory_fraction`` of the GPU, at most ``memory_limit_gb``
+        (:mod:`fishtune.training.memory`)."""
         super().__init__()
         self.model = model
         self.opt = opt
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing = memory.parse(gradient_checkpointing)
+        if self.gradient_checkpointing == "auto" and probe_batch is None:
+            raise ValueError("gradient_checkpointing='auto' needs probe_batch")
         self.ce_chunk = ce_chunk
+        self.memory_fraction, self.memory_limit_gb = memory_fraction, memory_limit_gb
+        self.probe_batch = probe_batch
+        self.memory_plan: dict | None = None
         self.strict_loading = False  # checkpoints hold LoRA weights only; on_load_checkpoint checks them
         self._t_last = None
+
+    def on_fit_start(self):
+        if self.gradient_checkpointing != "auto":
+            n = fw.checkpointed_units(self.model, self.gradient_checkpointing)
+            self.memory_plan = {"checkpointed": n, "units": fw.num_units(self.model), "reason": "configured"}
+        else:
+            batch = {k: v.to(self.device) for k, v in self.probe_batch().items()}
+            self.memory_plan = memory.plan(
+                self.model,
+                batch,
+                self.ce_chunk,
+                self.device,
+                self.memory_fraction,
+                self.memory_limit_gb,
+                self.trainer.precision_plugin.forward_context,
+            )
+            self.gradient_checkpointing = self.memory_plan["checkpointed"]
+        log.info(
+            "gradient checkpointing: %d of %d layers (%s)",
+            self.memory_plan["checkpointed"],
+            self.memory_plan["units"],
+            self.memory_plan["reason"],
+        )
 
     def forward(self, batch):
         return fw.loss(self.model, batch, self.gradient_checkpointing, self.ce_chunk)

@@ -26,6 +26,7 @@ from fishtune import packed
 from fishtune.errors import InputError
 
 IGNORE = -100
+FILL_MARGIN = 64  # tokens
 
 
 @dataclass
@@ -87,6 +88,11 @@ class PackedTrainStream(IterableDataset):
     DataLoader returns in order, so batch order does not depend on the number of workers.
 
     ``start_batch`` skips batches already consumed: a resumed run sees the same data as an uninterrupted one.
+
+    ``packing``: ``fill`` (default) adds utterances until the sample reaches ``max_length`` and cuts the last one, so
+    rows are full, batches need no padding and attention runs the flash kernel without a mask; ``pad`` stops before
+    the utterance that would not fit (upstream's way: batches padded to their longest row, masked attention).
+    A group with fewer tokens than ``max_length`` gives a shorter row either way.
     """
 
     def __init__(
@@ -99,7 +105,11 @@ class PackedTrainStream(IterableDataset):
         collate,
         seed: int = 0,
         start_batch: int = 0,
+        packing: str = "fill",
     ):
+        if packing not in ("fill", "pad"):
+            raise ValueError(f"packing must be fill or pad, not {packing!r}")
+        self.fill = packing == "fill"
         self.groups, self.tokenizer, self.nc = groups, tokenizer, num_codebooks
         self.max_length, self.seed, self.start_batch = max_length, seed, start_batch
         self.batch_size, self.collate = batch_size, collate
@@ -118,14 +128,19 @@ class PackedTrainStream(IterableDataset):
         group = rng.choices(self.groups, weights=self.weights)[0]
         i = rng.randrange(len(group))
         chosen, total = [], 1
-        while len(chosen) < len(group):
+        # filling aims past max_length by a margin, so the exact length rarely falls short (a second encode)
+        goal = self.max_length + (FILL_MARGIN if self.fill else 0)
+        while len(chosen) < len(group) and total < goal:
             u = group[(i + len(chosen)) % len(group)]
             n = self._len(u)
-            if chosen and total + n > self.max_length:
+            if chosen and total + n > self.max_length and not self.fill:
                 break
             chosen.append(u)
             total += n
         inputs, labels = encode(self.tokenizer, self.nc, chosen)
+        while self.fill and inputs.shape[1] < self.max_length and len(chosen) < len(group):
+            chosen.append(group[(i + len(chosen)) % len(group)])  # the length estimate was high: one more
+            inputs, labels = encode(self.tokenizer, self.nc, chosen)
         return inputs[:, : self.max_length], labels[:, : self.max_length]
 
     def batch(self, b: int) -> dict:
