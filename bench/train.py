@@ -87,8 +87,7 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
         fw.use_sdpa_everywhere(model)
     compiled = bool(args.compile and name != "upstream")
     if compiled:
-        for i, layer in enumerate(model.layers):
-            model.layers[i] = torch.compile(layer, dynamic=False)
+        fw.compile_layers(model, args.compile)
     batches = [{k: v.to(device) for k, v in b.items()} for b in data[opts["packing"]]]
     ckpt = opts["gradient_checkpointing"]
     plan = None
@@ -120,7 +119,7 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
     peak_gb = common.peak_memory_gb(device)
     step = statistics.mean(times)
     res = {
-        "options": opts | {"compile": compiled, "checkpointed_layers": ckpt},
+        "options": opts | {"compile": args.compile if compiled else False, "checkpointed_layers": ckpt},
         "step_seconds_mean": round(step, 5),
         "step_seconds_median": round(statistics.median(times), 5),
         "tokens_per_second": round(sum(toks) / sum(times), 1),
@@ -187,7 +186,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--lr", type=float, default=1e-3, help="high enough that the loss moves in a few steps")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the slow layers in non-upstream settings")
+    ap.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        help="torch.compile the layers in non-upstream settings (backend: inductor, or e.g. aot_eager)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     device = common.pick_device(args.device)

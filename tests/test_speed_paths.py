@@ -19,8 +19,7 @@ def _utterances(nc: int, n: int, seed: int) -> list[Utterance]:
     rng = np.random.default_rng(seed)
     words = ["kissa", "istuu", "puussa", "ja", "katsoo", "alas", "koira", "haukkuu"]
     return [
-        Utterance(" ".join(rng.choice(words, 3)), rng.integers(0, 32, (nc, int(rng.integers(5, 30)))))
-        for _ in range(n)
+        Utterance(" ".join(rng.choice(words, 3)), rng.integers(0, 32, (nc, int(rng.integers(5, 30))))) for _ in range(n)
     ]
 
 
@@ -163,3 +162,15 @@ def test_gradient_checkpointing_values(value, parsed):
 def test_bad_gradient_checkpointing_values_are_refused(value):
     with pytest.raises(ValueError, match="auto, true, false or a layer count"):
         memory.parse(value)
+
+
+def test_compiled_layers_give_the_same_loss_gradients_and_names(lora_model):
+    # aot_eager: Dynamo capture + AOTAutograd, as inductor does, without needing a C compiler
+    fw.use_sdpa_everywhere(lora_model)
+    batch = _stream(lora_model, "fill").batch(0)
+    names = list(lora_model.state_dict())
+    eager = _loss_and_grads(lora_model, batch, gradient_checkpointing=1)
+    fw.compile_layers(lora_model, "aot_eager")
+    assert list(lora_model.state_dict()) == names  # checkpoints and LoRA files keep their keys
+    _assert_same(eager, _loss_and_grads(lora_model, batch, gradient_checkpointing=1))
+    _assert_same(eager, _loss_and_grads(lora_model, batch, gradient_checkpointing=1))  # compiled graph reused

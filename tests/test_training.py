@@ -128,13 +128,14 @@ def test_bad_training_options_give_one_line_and_exit_2(fresh_run, finnish_data, 
 
 def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     # lr 0: validation loss never improves, so training stops after `patience` validations without progress
-    # (and upstream's padded packing with a configured number of checkpointed layers runs as well)
+    # (and upstream's padded packing, a configured number of checkpointed layers and compiled layers run as well)
     never_improves = ("train.lr=0", "train.val_every=2", "train.early_stopping.patience=2", "train.max_steps=30")
-    other_paths = ("train.packing=pad", "train.gradient_checkpointing=2")
+    other_paths = ("train.packing=pad", "train.gradient_checkpointing=2", "train.compile=aot_eager")
     assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves, *other_paths) == 0
     s = _summary(fresh_run)
     assert s["stopped_early"] and s["steps"] == 6
     assert s["packing"] == "pad" and s["gradient_checkpointing"]["checkpointed"] == 2
+    assert "torch.compile (aot_eager)" in _log(fresh_run)
     assert (fresh_run / "train" / "checkpoints" / "step_000000006.ckpt").is_file()  # the end state is kept
     # rerunning a finished run does nothing (and does not train past the stop)
     assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0

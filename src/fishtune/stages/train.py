@@ -202,6 +202,11 @@ def run(cfg: DictConfig) -> dict:
         baseline = guard(cfg, model, val_loader, device, precision)
         write_json_atomic(baseline_file, baseline)
 
+    if t.compile:
+        backend = "inductor" if t.compile is True else str(t.compile)
+        fw.compile_layers(model, backend)
+        log.info("torch.compile (%s): the first steps include compilation", backend)
+
     def train_stream(start_batch: int) -> PackedTrainStream:
         return PackedTrainStream(
             train_groups,

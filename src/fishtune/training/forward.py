@@ -85,6 +85,14 @@ def use_sdpa_everywhere(model) -> None:
         layer.attention.use_sdpa = True
 
 
+def compile_layers(model, backend: str = "inductor") -> None:
+    """``torch.compile`` every transformer layer in place (parameter names stay the same, so checkpoints and LoRA
+    state dicts are unaffected). Training batches of filled rows have one shape, so the slow layers compile once
+    for it; a second shape (validation) makes torch compile a dynamic-shape version, not one per shape."""
+    for layer in list(model.layers) + list(model.fast_layers):
+        layer.compile(backend=backend)
+
+
 def num_units(model) -> int:
     """Checkpointable units: the slow layers, then the fast layers."""
     return len(model.layers) + len(model.fast_layers)
