@@ -40,10 +40,10 @@ def build_codec(shapes: str, device):
     return codec_mod.build_codec(path).eval().to(device)
 
 
-def run(codec, waves, ids, device, batched: bool, max_seconds: float, max_clips: int) -> dict:
+def run(codec, waves, ids, device, batched: bool, max_seconds: float, max_clips: int, dtype=torch.float32) -> dict:
     rows = [{"id": i, "duration": w.numel() / 44100} for i, w in zip(ids, waves, strict=True)]
     by_id = dict(zip(ids, waves, strict=True))
-    ex = Extractor(lambda ws: codec_mod.encode(codec, ws, device))
+    ex = Extractor(lambda ws: codec_mod.encode(codec, ws, device, dtype))
     common.reset_peak(device)
     out = {}
     with common.Timer(device) as t:
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch-seconds", type=float, default=240.0)
     ap.add_argument("--max-batch-clips", type=int, default=32)
     ap.add_argument("--memory-fraction", type=float, default=0.0, help="GPU only: cap memory to force OOM back-off")
+    ap.add_argument("--bf16", action="store_true", help="also run the batches in bf16 (extract.precision=bf16)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -98,6 +99,14 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_batched": round(single["seconds"] / batched["seconds"], 2),
             "codes_identical_batched_vs_single": same,
         }
+        if args.bf16:
+            half = run(codec, waves, ids, device, True, args.max_batch_seconds, args.max_batch_clips, torch.bfloat16)
+            agree = sum(int((half["codes"][i] == batched["codes"][i]).sum()) for i in ids)
+            total = sum(batched["codes"][i].numel() for i in ids)
+            result["bucketed_batches_bf16"] = {k: v for k, v in half.items() if k != "codes"} | {
+                "codes_agreement_vs_fp32": round(agree / total, 4),
+                "speedup_vs_fp32_batched": round(batched["seconds"] / half["seconds"], 2),
+            }
         if args.memory_fraction and device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.set_per_process_memory_fraction(args.memory_fraction, device)

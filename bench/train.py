@@ -119,7 +119,8 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
     peak_gb = common.peak_memory_gb(device)
     step = statistics.mean(times)
     res = {
-        "options": opts | {"compile": args.compile if compiled else False, "checkpointed_layers": ckpt},
+        "options": opts
+        | {"compile": args.compile if compiled else False, "checkpointed_layers": fw.checkpointed_units(model, ckpt)},
         "step_seconds_mean": round(step, 5),
         "step_seconds_median": round(statistics.median(times), 5),
         "tokens_per_second": round(sum(toks) / sum(times), 1),

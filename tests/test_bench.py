@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from bench import report
+
 pytestmark = pytest.mark.slow
 
 
@@ -50,14 +52,19 @@ def test_train_benchmark_settings_agree(tmp_path):
     assert opt["options"]["ce_chunk"] > 0 and opt["options"]["checkpointed_layers"] == 0
     assert len(up["losses"]) == 3 and up["tokens_per_second"] > 0
     assert (tmp_path / "train.png").is_file()
+    assert up["options"]["checkpointed_layers"] == 3  # all of the tiny model's 2 slow + 1 fast layers
+    table = report.render([out])
+    assert "| upstream | " in table and "| optimized | " in table and "x upstream" in table
 
 
 def test_extract_benchmark_batches_give_identical_codes(tmp_path):
     from bench import extract
 
-    res = extract.main(["--shapes", "tiny", "--clips", "3", "--out", str(tmp_path / "e.json")])
+    res = extract.main(["--shapes", "tiny", "--clips", "3", "--bf16", "--out", str(tmp_path / "e.json")])
     assert res["codes_identical_batched_vs_single"] is True
     assert res["bucketed_batches"]["real_time_factor"] > 0 and res["one_at_a_time"]["audio_seconds"] > 3
+    assert 0.5 < res["bucketed_batches_bf16"]["codes_agreement_vs_fp32"] <= 1  # bf16 changes some codes at most
+    assert "| bucketed_batches_bf16 | " in report.render([tmp_path / "e.json"])
 
 
 def test_synth_benchmark_reports_latency(tmp_path):
@@ -66,4 +73,12 @@ def test_synth_benchmark_reports_latency(tmp_path):
     res = synth.main(["--shapes", "tiny", "--frames", "12", "--sentences", "1", "--out", str(tmp_path / "s.json")])
     row = res["sentences"][0]
     assert 0 < row["first_audio_latency_s"] < row["generate_seconds"]
+    assert "first audio s" in report.render([tmp_path / "s.json"])
     assert row["frames"] > 0 and row["rtf_total"] > 0
+
+
+def test_report_refuses_other_json(tmp_path):
+    other = tmp_path / "x.json"
+    other.write_text('{"hello": 1}')
+    with pytest.raises(SystemExit, match="not a fishtune benchmark result"):
+        report.render([other])
