@@ -174,3 +174,21 @@ def test_compiled_layers_give_the_same_loss_gradients_and_names(lora_model):
     assert list(lora_model.state_dict()) == names  # checkpoints and LoRA files keep their keys
     _assert_same(eager, _loss_and_grads(lora_model, batch, gradient_checkpointing=1))
     _assert_same(eager, _loss_and_grads(lora_model, batch, gradient_checkpointing=1))  # compiled graph reused
+
+
+def test_cached_tokenizer_gives_the_same_samples_and_pickles(tiny_model):
+    import pickle
+
+    from fishtune.training.samples import CachedTokenizer, encode
+
+    model = load_llm(tiny_model)
+    tok, nc = model.tokenizer, model.config.num_codebooks
+    cached = pickle.loads(pickle.dumps(CachedTokenizer(tok)))  # DataLoader workers may receive it pickled
+    utts = _utterances(nc, 6, 4)
+    for _ in range(2):  # second round: from the memo
+        for a, b in zip(encode(tok, nc, utts), encode(cached, nc, utts), strict=True):
+            assert torch.equal(a, b)
+    assert cached.encode("<|speaker:0|>kissa", allowed_special={"<|speaker:0|>"}) == tok.encode(
+        "<|speaker:0|>kissa", allowed_special={"<|speaker:0|>"}
+    )
+    assert cached.semantic_begin_id == tok.semantic_begin_id
