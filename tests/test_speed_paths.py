@@ -119,6 +119,18 @@ def test_partial_gradient_checkpointing_gives_the_same_gradients(lora_model, ckp
     units = fw.num_units(lora_model)
     assert fw.checkpointed_units(lora_model, ckpt) == (units if ckpt is True else ckpt)
     _assert_same(_loss_and_grads(lora_model, batch), _loss_and_grads(lora_model, batch, gradient_checkpointing=ckpt))
+    # checkpointed layers start forward twice (the recomputation in backward stops early, so a pre-hook); fast layers are checkpointed first
+    calls = {}
+    layers = list(lora_model.fast_layers) + list(lora_model.layers)
+    hooks = [
+        layer.register_forward_pre_hook(lambda m, i, k=k: calls.__setitem__(k, calls.get(k, 0) + 1))
+        for k, layer in enumerate(layers)
+    ]
+    _loss_and_grads(lora_model, batch, gradient_checkpointing=ckpt)
+    for h in hooks:
+        h.remove()
+    n = fw.checkpointed_units(lora_model, ckpt)
+    assert [calls[k] for k in range(len(layers))] == [2 if k < n else 1 for k in range(len(layers))]
 
 
 def test_checkpointing_applies_in_training_only(lora_model):

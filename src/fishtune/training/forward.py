@@ -94,12 +94,17 @@ def compile_layers(model, backend: str = "inductor") -> None:
 
 
 def num_units(model) -> int:
-    """Checkpointable units: the slow layers, then the fast layers."""
+    """Checkpointable units: the fast layers, then the slow layers.
+
+    Fast layers come first: they run over ~num_codebooks positions per audio frame, so each holds several times
+    a slow layer's activations, and recomputing them costs no attention over the long sequence (a slow layer's
+    causal attention over T tokens adds about half again to its compute but stores little with flash). So they
+    free the most memory per recomputed FLOP."""
     return len(model.layers) + len(model.fast_layers)
 
 
 def checkpointed_units(model, gradient_checkpointing) -> int:
-    """``True``: every layer; ``False``/0: none; an int ``n``: the first ``n`` units (slow layers first)."""
+    """``True``: every layer; ``False``/0: none; an int ``n``: the first ``n`` units (fast layers first)."""
     if gradient_checkpointing is True:
         return num_units(model)
     if gradient_checkpointing is False or gradient_checkpointing is None:
@@ -135,7 +140,8 @@ def hidden(
         mask = model.causal_mask[None, None, :T, :T] & ~key_padding_mask[:, None, None, :]
     else:
         mask = None if flash_ok(model.layers, x) else model.causal_mask[None, None, :T, :T]
-    x = _run(model.layers, x, freqs, mask, n_ckpt)
+    n_fast_ckpt = min(n_ckpt, len(model.fast_layers))
+    x = _run(model.layers, x, freqs, mask, n_ckpt - n_fast_ckpt)
     slow = model.norm(x)
 
     sel = semantic_mask(model, labels[:, 0])  # positions whose next token is a semantic token
@@ -144,7 +150,7 @@ def hidden(
     fast_in = torch.cat([h[:, None], model.fast_embeddings(cb_labels[:, :-1].clamp_min(0))], dim=1)
     nc = cfg.num_codebooks
     fmask = None if flash_ok(model.fast_layers, fast_in) else model.causal_mask[None, None, :nc, :nc]
-    ffreqs, n_fast_ckpt = model.fast_freqs_cis[:nc], n_ckpt - len(model.layers)
+    ffreqs = model.fast_freqs_cis[:nc]
     parts = [_run(model.fast_layers, p, ffreqs, fmask, n_fast_ckpt) for p in fast_in.split(FAST_ROWS)]
     fast = torch.cat(parts) if parts else fast_in
     return Hidden(slow, model.fast_norm(fast), cb_labels)

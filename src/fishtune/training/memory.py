@@ -4,7 +4,7 @@ Checkpointing a layer saves its activations and costs one more forward pass of i
 third more compute for that layer). ``train.gradient_checkpointing: auto`` therefore picks the fewest
 checkpointed layers with which a training step of the real batch shape fits the GPU: it runs probe steps
 (forward + backward of the first training batch, no optimizer step, random state untouched) and binary-searches
-the number of checkpointed units (slow layers first, then fast layers; see :func:`forward.checkpointed_units`).
+the number of checkpointed units (fast layers first, then slow layers; see :func:`forward.checkpointed_units`).
 Peak memory grows monotonically as fewer layers are checkpointed, so the search needs about log2(32) = 5 probes
 at most, and one when everything fits (the usual case on an 80 GB GPU).
 
