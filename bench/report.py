@@ -25,6 +25,9 @@ def train(r: dict) -> list[str]:
     rows = []
     for name, s in r["settings"].items():
         o = s["options"]
+        if "error" in s:
+            rows.append([name, s["error"]] + [None] * 10)
+            continue
         rows.append(
             [
                 name,

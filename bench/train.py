@@ -104,18 +104,27 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
     counts = param_counts(model)
     losses, times, flops, toks = [], [], [], []
     common.reset_peak(device)
-    for i, batch in enumerate(batches):
-        with common.Timer(device) as t:
-            out = fw.loss(model, batch, ckpt, opts["ce_chunk"])
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        losses.append(float(out.loss.detach()))
-        if i >= args.warmup:
-            times.append(t.seconds)
-            toks.append(out.tokens)
-            flops.append(step_flops(model, batch, counts))
+    try:
+        for i, batch in enumerate(batches):
+            with common.Timer(device) as t:
+                out = fw.loss(model, batch, ckpt, opts["ce_chunk"])
+                out.loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            losses.append(float(out.loss.detach()))
+            if i >= args.warmup:
+                times.append(t.seconds)
+                toks.append(out.tokens)
+                flops.append(step_flops(model, batch, counts))
+    except torch.OutOfMemoryError:  # e.g. upstream's full logits on a 24 GB GPU: a result, not a crash
+        oom = f"out of memory at step {len(losses)}"
+    else:
+        oom = None
+    if oom:
+        model = opt = out = batches = None  # free before the next setting
+        torch.cuda.empty_cache()
+        return {"options": opts, "error": oom}
     peak_gb = common.peak_memory_gb(device)
     step = statistics.mean(times)
     res = {
@@ -230,7 +239,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name in names:
         result["settings"][name] = run_setting(name, SETTINGS[name], args, device, dtype, data)
-    settings = result["settings"]
+    failed = {n: s["error"] for n, s in result["settings"].items() if "error" in s}
+    if failed:
+        result["failed"] = failed
+    settings = {n: s for n, s in result["settings"].items() if "error" not in s}
     if "upstream" in settings:
         base = settings["upstream"]
         result["ratios_vs_upstream"] = {
@@ -273,6 +285,8 @@ def _plot(result: dict, out: str | None) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, s in result["settings"].items():
+        if "losses" not in s:
+            continue
         ax.plot(s["losses"], label=f"{name} ({s['tokens_per_second']:.0f} tok/s)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
