@@ -144,3 +144,32 @@ def test_truncated_token_and_packed_files_are_detected(tmp_path, packed_run, fin
     assert run_inprocess(run, finnish_data, tiny_model, "train") == 1
     err = capsys.readouterr().err
     assert f"{protos} is truncated" in err and "rerun the pack stage" in err and "Traceback" not in err
+
+
+def test_out_of_memory_during_training_is_one_line_with_the_fix(tmp_path, packed_run, finnish_data, tiny_model):
+    # a real failed allocation: the process's data segment is capped (RLIMIT_DATA) and the batch is far too big
+    import resource
+
+    run = copy_run(packed_run, tmp_path / "runs" / "oom")
+    cap = 4 * 2**30
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
+    cmd = stage_cmd(run, finnish_data, tiny_model, "train", "train.batch_size=4096", "train.ce_chunk=0")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert p.returncode == 1, p.stderr[-2000:]
+    (line,) = [x for x in p.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: the machine ran out of memory (RAM) in stage train: ")
+    assert "train.batch_size" in line and "rerunning resumes" in line
+    assert "Traceback" not in p.stderr
+    assert "Traceback" in (run / "logs" / "train.log").read_text()  # kept for a bug report
+
+
+def test_cuda_out_of_memory_is_named_with_the_stage_fix():
+    from fishtune import cli
+
+    err = cli._out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "extract")
+    assert err.one_line().startswith("the GPU ran out of memory in stage extract: CUDA out of memory.")
+    assert "extract.max_batch_seconds" in err.one_line()
+    assert cli._out_of_memory(ValueError("something else"), "train") is None

@@ -86,6 +86,28 @@ def _disk_full(err: BaseException) -> FishtuneError | None:
     return None
 
 
+OOM_HINTS = {
+    "train": "lower train.batch_size (raise train.accumulate to keep the effective batch) or train.max_length, or "
+    "set train.gradient_checkpointing=true; checkpoints are kept and rerunning resumes",
+    "extract": "lower extract.max_batch_seconds and extract.max_batch_clips; finished clips are cached and rerunning "
+    "resumes",
+}
+
+
+def _out_of_memory(err: BaseException, stage: str) -> FishtuneError | None:
+    """CUDA out of memory (past any back-off the stage has) or a failed CPU allocation -> one clear line."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(err, torch.OutOfMemoryError):
+        what = "the GPU ran out of memory"
+    elif isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err)):
+        what = "the machine ran out of memory (RAM)"
+    else:
+        return None
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    hint = OOM_HINTS.get(stage, "free memory or use a machine with more, then rerun the same command")
+    return FishtuneError(f"{what} in stage {stage}: {first[:200]}", hint=hint)
+
+
 def run_stage(name: str, cfg) -> dict:
     run_dir = Path(cfg.run_dir)
     handler = logs.attach_stage_file(run_dir, name)
@@ -102,10 +124,10 @@ def run_stage(name: str, cfg) -> dict:
         _append(run_dir, name, f"error: {err.one_line()}\n")
         raise
     except Exception as err:
-        full = _disk_full(err)
-        if full is not None:
-            _append(run_dir, name, traceback.format_exc() + f"error: {full.one_line()}\n")
-            raise full from err
+        known = _disk_full(err) or _out_of_memory(err, name)
+        if known is not None:
+            _append(run_dir, name, traceback.format_exc() + f"error: {known.one_line()}\n")
+            raise known from err
         # Unexpected: one line on stderr, the traceback in the stage log for a bug report.
         _append(run_dir, name, traceback.format_exc())
         raise FishtuneError(
