@@ -88,12 +88,12 @@ image-test: image-smoke install ## image-smoke, then check the image's Python en
 	FISHTUNE_IMAGE=$(IMAGE) $(PY) -m pytest -p no:cacheprovider -q tests/test_image_lock.py
 
 bench: install ## benchmarks on tiny shapes (CPU, about a minute): JSON in bench-results/
-	$(PY) -m bench.train --shapes tiny --settings upstream,optimized,mem24 --batch-size 2 --max-length 1024 --steps 4 --warmup 1 --clips 60 --out bench-results/train-tiny.json
+	$(PY) -m bench.train --shapes tiny --settings ladder,mem24 --batch-size 2 --max-length 1024 --steps 4 --warmup 1 --clips 60 --out bench-results/train-tiny.json
 	$(PY) -m bench.extract --shapes tiny --clips 6 --out bench-results/extract-tiny.json
 	$(PY) -m bench.synth --shapes tiny --frames 30 --out bench-results/synth-tiny.json
 
 bench-gpu: install ## benchmarks on s1-mini shapes (random weights) on a CUDA GPU
-	$(PY) -m bench.train --shapes s1-mini --settings upstream,optimized,mem24 --out bench-results/train-s1-mini.json
+	$(PY) -m bench.train --shapes s1-mini --settings ladder,mem24 --out bench-results/train-s1-mini.json
 	$(PY) -m bench.train --shapes s1-mini --settings upstream,optimized --compile --out bench-results/train-s1-mini-compile.json
 	$(PY) -m bench.extract --shapes s1-mini --clips 200 --bf16 --memory-fraction 0.05 --out bench-results/extract-s1-mini.json
 	$(PY) -m bench.synth --shapes s1-mini --frames 300 --out bench-results/synth-s1-mini.json

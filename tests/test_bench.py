@@ -38,8 +38,8 @@ def test_train_benchmark_settings_agree(tmp_path):
     )
     assert json.loads(out.read_text())["settings"].keys() == {"upstream", "optimized", "mem24"}
     # same batches (both filled), different memory/speed trade-offs: the same loss curve
-    assert res["loss_curve_max_abs_diff"].keys() == {"optimized vs mem24"}
-    assert res["loss_curve_max_abs_diff"]["optimized vs mem24"] < 1e-4
+    assert res["loss_curve_max_abs_diff"].keys() == {"mem24 vs optimized"}
+    assert res["loss_curve_max_abs_diff"]["mem24 vs optimized"] < 1e-4
     up, opt = res["settings"]["upstream"], res["settings"]["optimized"]
     assert up["losses"][-1] < up["losses"][0] and opt["losses"][-1] < opt["losses"][0]  # both learn
     # padded vs filled rows of the same utterances: the same held-out loss after training, within noise
@@ -55,6 +55,21 @@ def test_train_benchmark_settings_agree(tmp_path):
     assert up["options"]["checkpointed_layers"] == 3  # all of the tiny model's 2 slow + 1 fast layers
     table = report.render([out])
     assert "| upstream | " in table and "| optimized | " in table and "x upstream" in table
+
+
+def test_train_benchmark_ladder_changes_one_thing_at_a_time(tmp_path):
+    from bench import train
+
+    args = ["--shapes", "tiny", "--batch-size", "1", "--max-length", "256", "--steps", "1", "--warmup", "1"]
+    res = train.main([*args, "--clips", "20", "--settings", "ladder", "--out", str(tmp_path / "ladder.json")])
+    names = list(res["settings"])
+    assert names == train.SHORTHANDS["ladder"] and names[0] == "upstream" and names[-1] == "optimized"
+    for a, b in zip(names, names[1:], strict=False):
+        changed = {k for k in train.SETTINGS[a] if train.SETTINGS[a][k] != train.SETTINGS[b][k]}
+        assert len(changed) == 1, (a, b, changed)
+    # every filled setting trains on the same batches as "+fill": the same loss curve
+    assert set(res["loss_curve_max_abs_diff"]) == {f"{n} vs +fill" for n in names[2:]}
+    assert max(res["loss_curve_max_abs_diff"].values()) < 1e-4
 
 
 def test_extract_benchmark_batches_give_identical_codes(tmp_path):

@@ -119,7 +119,8 @@ def test_partial_gradient_checkpointing_gives_the_same_gradients(lora_model, ckp
     units = fw.num_units(lora_model)
     assert fw.checkpointed_units(lora_model, ckpt) == (units if ckpt is True else ckpt)
     _assert_same(_loss_and_grads(lora_model, batch), _loss_and_grads(lora_model, batch, gradient_checkpointing=ckpt))
-    # checkpointed layers start forward twice (the recomputation in backward stops early, so a pre-hook); fast layers are checkpointed first
+    # checkpointed layers start forward twice (the recomputation in backward stops early, so a pre-hook);
+    # fast layers are checkpointed first
     calls = {}
     layers = list(lora_model.fast_layers) + list(lora_model.layers)
     hooks = [
