@@ -205,3 +205,14 @@ def test_cached_tokenizer_gives_the_same_samples_and_pickles(tiny_model):
         "<|speaker:0|>kissa", allowed_special={"<|speaker:0|>"}
     )
     assert cached.semantic_begin_id == tok.semantic_begin_id
+
+
+def test_probe_batch_is_the_one_with_the_most_audio_frames(tiny_model):
+    from fishtune.stages.train import probe_batch
+
+    model = load_llm(tiny_model)
+    stream = _stream(model, "fill", n=30)
+    frames = [int(fw.semantic_mask(model, stream.batch(b)["labels"][:, 0]).sum()) for b in range(8)]
+    chosen = probe_batch(model, stream)
+    assert int(fw.semantic_mask(model, chosen["labels"][:, 0]).sum()) == max(frames)
+    assert len(set(frames)) > 1  # the choice matters

@@ -135,6 +135,13 @@ def guard(cfg: DictConfig, model, val_loader, device, precision: str) -> dict:
     return info
 
 
+def probe_batch(model, stream, candidates: int = 8) -> dict:
+    """The batch for the memory plan: of the first ``candidates`` batches (full rows when packing fills them), the
+    one with the most audio frames, since the fast transformer's memory grows with them."""
+    batches = [stream.batch(b) for b in range(candidates)]
+    return max(batches, key=lambda b: int(fw.semantic_mask(model, b["labels"][:, 0]).sum()))
+
+
 def _already_finished(train_dir: Path, newest: Path | None, max_steps: int) -> dict | None:
     """The previous summary when the newest checkpoint is the end of a finished run with the same max_steps."""
     path = train_dir / "summary.json"
@@ -253,7 +260,7 @@ def run(cfg: DictConfig) -> dict:
         ce_chunk=int(t.ce_chunk),
         memory_fraction=float(t.memory_fraction),
         memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
-        probe_batch=lambda: train_stream(0).batch(0),  # the first batch: full rows, the largest shape
+        probe_batch=lambda: probe_batch(model, train_stream(0)),
     )
     journal = MetricsJournal(train_dir / "metrics.jsonl", int(t.log_every), int(t.max_steps))
     callbacks = [

@@ -3,12 +3,14 @@
 Checkpointing a layer saves its activations and costs one more forward pass of it in the backward pass (about a
 third more compute for that layer). ``train.gradient_checkpointing: auto`` therefore picks the fewest
 checkpointed layers with which a training step of the real batch shape fits the GPU: it runs probe steps
-(forward + backward of the first training batch, no optimizer step, random state untouched) and binary-searches
+(forward + backward of a training batch, no optimizer step, random state untouched) and binary-searches
 the number of checkpointed units (fast layers first, then slow layers; see :func:`forward.checkpointed_units`).
 Peak memory grows monotonically as fewer layers are checkpointed, so the search needs about log2(32) = 5 probes
 at most, and one when everything fits (the usual case on an 80 GB GPU).
 
-On the CPU no probe is run: nothing is checkpointed.
+The probe batch is the one with the most audio frames among the first few (the fast transformer's activations
+grow with them); batches of many packed utterances vary little around it, and ``train.memory_fraction`` (0.9)
+leaves the rest as margin. On the CPU no probe is run: nothing is checkpointed.
 """
 
 from __future__ import annotations
