@@ -72,6 +72,19 @@ def test_train_benchmark_ladder_changes_one_thing_at_a_time(tmp_path):
     assert max(res["loss_curve_max_abs_diff"].values()) < 1e-4
 
 
+def test_train_benchmark_runs_on_the_real_s1_mini_shapes(tmp_path):
+    # the released architecture (qk-norm, 16 query / 8 key-value heads of 128, a 155,776-way head, a 4-layer fast
+    # transformer with 64-wide heads), random weights, one short row on the CPU: every path of both settings runs
+    from bench import train
+
+    args = ["--shapes", "s1-mini", "--batch-size", "1", "--max-length", "256", "--steps", "1", "--warmup", "1"]
+    res = train.main([*args, "--clips", "8", "--settings", "upstream,optimized", "--out", str(tmp_path / "s1.json")])
+    for name in ("upstream", "optimized"):
+        s = res["settings"][name]
+        assert "error" not in s and all(0 < x < 30 for x in s["losses"]), s.get("losses")
+    assert res["settings"]["upstream"]["options"]["checkpointed_layers"] == 32  # 28 slow + 4 fast layers
+
+
 def test_extract_benchmark_batches_give_identical_codes(tmp_path):
     from bench import extract
 

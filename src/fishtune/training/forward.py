@@ -151,8 +151,9 @@ def hidden(
     nc = cfg.num_codebooks
     fmask = None if flash_ok(model.fast_layers, fast_in) else model.causal_mask[None, None, :nc, :nc]
     ffreqs = model.fast_freqs_cis[:nc]
-    parts = [_run(model.fast_layers, p, ffreqs, fmask, n_fast_ckpt) for p in fast_in.split(FAST_ROWS)]
-    fast = torch.cat(parts) if parts else fast_in
+    # no audio frame in the batch (a row cut inside its text): nothing for the fast transformer to do
+    chunks = fast_in.split(FAST_ROWS) if fast_in.shape[0] else ()
+    fast = torch.cat([_run(model.fast_layers, c, ffreqs, fmask, n_fast_ckpt) for c in chunks]) if chunks else fast_in
     return Hidden(slow, model.fast_norm(fast), cb_labels)
 
 
