@@ -33,9 +33,7 @@ def build_codec(shapes: str, device):
         path = Path(tempfile.mkdtemp()) / "codec.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(codec_config())))
     else:
-        import fish_speech
-
-        path = Path(fish_speech.__file__).parent / "configs" / "modded_dac_vq.yaml"
+        path = codec_mod.fish_speech_codec_config()
     torch.manual_seed(0)
     return codec_mod.build_codec(path).eval().to(device)
 

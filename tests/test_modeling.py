@@ -92,3 +92,18 @@ def test_missing_model_folder(tmp_path):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(InputError, match="lacks model.pth"):
         llm.load_llm(tmp_path / "half")
+
+
+def test_model_folder_without_codec_config_uses_fish_speechs_s1_mini_codec(tmp_path):
+    # the released s1-mini folder has no codec_config.yaml: the codec's architecture comes from the fish-speech
+    # package (a namespace package without __file__, which once made this path crash)
+    import torch
+
+    from fishtune.modeling import codec
+
+    path = codec.codec_config_path(tmp_path)
+    assert path.name == "modded_dac_vq.yaml" and path.is_file()
+    model = codec.build_codec(path).eval()
+    with torch.inference_mode():
+        (codes,) = codec.encode(model, [torch.randn(22050) * 0.1], "cpu")
+    assert codes.shape == (10, 11)  # s1-mini: 10 codebooks, 44100 / 2048 frames per second

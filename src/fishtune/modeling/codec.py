@@ -18,9 +18,20 @@ def codec_config_path(model_dir: str | os.PathLike) -> Path:
     own = Path(model_dir) / CODEC_CONFIG
     if own.is_file():
         return own
-    import fish_speech
+    return fish_speech_codec_config()
 
-    return Path(fish_speech.__file__).parent / "configs" / "modded_dac_vq.yaml"
+
+def fish_speech_codec_config() -> Path:
+    """The s1-mini codec's config shipped in the fish-speech package (a namespace package: no ``__file__``)."""
+    from importlib.resources import files
+
+    path = Path(str(files("fish_speech") / "configs" / "modded_dac_vq.yaml"))
+    if not path.is_file():
+        raise InputError(
+            f"fish-speech's codec config {path} is missing",
+            hint="reinstall the locked environment (make setup), or put a codec_config.yaml in the model folder",
+        )
+    return path
 
 
 def build_codec(config_path: str | os.PathLike):
