@@ -56,6 +56,21 @@ def test_lora_checkpoint_is_not_a_model(tiny_model, tmp_path):
         llm.load_llm(broken)
 
 
+def test_derived_tables_in_the_weights_file_are_ignored(tiny_model, tmp_path):
+    # Fish Speech loads non-strictly, so exports may carry RoPE tables, masks or KV caches: not weights
+    other = tmp_path / "m"
+    shutil.copytree(tiny_model, other)
+    sd = torch.load(other / "model.pth", weights_only=True)
+    reference = llm.load_llm(tiny_model)
+    sd["freqs_cis"] = torch.zeros(3, 2)
+    sd["causal_mask"] = torch.zeros(3, 3, dtype=torch.bool)
+    sd["layers.0.attention.kv_cache.k_cache"] = torch.ones(1, 2)
+    torch.save(sd, other / "model.pth")
+    model = llm.load_llm(other)
+    assert torch.equal(model.freqs_cis, reference.freqs_cis) and torch.equal(model.causal_mask, reference.causal_mask)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+
+
 def test_truncated_weights_are_an_error(tiny_model, tmp_path):
     broken = tmp_path / "m"
     shutil.copytree(tiny_model, broken)

@@ -17,6 +17,8 @@ import torch
 from fishtune.errors import InputError
 from fishtune.modeling.files import LLM_FILES, check_model_dir
 
+DERIVED = ("freqs_cis", "causal_mask", "k_cache", "v_cache")
+
 
 def load_tokenizer(model_dir: str | os.PathLike):
     """FishTokenizer with the special-token list from ``special_tokens.json`` (ids checked, not assumed)."""
@@ -93,6 +95,9 @@ def load_llm(
         model = DualARTransformer(config, tokenizer=tokenizer)
     weights = load_state_dict_file(d / "model.pth")
     expected = dict(model.state_dict())
+    # tables the constructor rebuilds (RoPE, masks, KV caches): other exports may carry them; not weights
+    for k in [k for k in weights if k not in expected and k.endswith(DERIVED)]:
+        del weights[k]
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
     bad_shape = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
