@@ -20,7 +20,7 @@ IMAGE       ?= localhost/fishtune:dev
 # PYTEST_ARGS narrow the run); 0: never; 1: always (with docker or buildah)
 IMAGE_TEST  ?= auto
 
-.PHONY: bench bench-gpu bench-report setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
+.PHONY: bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,7 +70,7 @@ lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonsc
 	$(VENV)/bin/ruff check src tests bench entrypoint.py docker
 	$(VENV)/bin/ruff format --check src tests bench entrypoint.py docker
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/shellcheck docker/*.sh .ci/run
+	$(VENV)/bin/shellcheck docker/*.sh bench/*.sh .ci/run
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
@@ -97,6 +97,9 @@ bench-gpu: install ## benchmarks on s1-mini shapes (random weights) on a CUDA GP
 	$(PY) -m bench.train --shapes s1-mini --settings upstream,optimized --compile --out bench-results/train-s1-mini-compile.json
 	$(PY) -m bench.extract --shapes s1-mini --clips 200 --bf16 --memory-fraction 0.05 --out bench-results/extract-s1-mini.json
 	$(PY) -m bench.synth --shapes s1-mini --frames 300 --out bench-results/synth-s1-mini.json
+
+device-wheels: ## wheels in .whl/ for running bench/ on a GPU machine without internet (bench/on_device.sh)
+	bench/device-wheels.sh
 
 bench-report: ## markdown tables of every JSON in bench-results/
 	$(PY) -m bench.report bench-results/*.json
