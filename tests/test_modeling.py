@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,36 +37,43 @@ def test_forward_runs(tiny_model):
     assert out.logits.shape == (1, 7, model.config.vocab_size)
 
 
+def _with_weights(tiny_model, tmp_path, name: str, edit) -> Path:
+    """A copy of the tiny model whose ``name`` (model.pth or codec.pth) holds ``edit(state_dict)``."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model, folder)
+    torch.save(edit(torch.load(folder / name, weights_only=True)), folder / name)
+    return folder
+
+
 def test_missing_tensor_is_an_error(tiny_model, tmp_path):
-    broken = tmp_path / "m"
-    shutil.copytree(tiny_model, broken)
-    sd = torch.load(broken / "model.pth", weights_only=True)
-    sd.pop("layers.0.attention.wqkv.weight")
-    torch.save(sd, broken / "model.pth")
+    def drop(sd):
+        sd.pop("layers.0.attention.wqkv.weight")
+        return sd
+
+    broken = _with_weights(tiny_model, tmp_path, "model.pth", drop)
     with pytest.raises(InputError, match="missing 1 tensors.*layers.0.attention.wqkv.weight"):
         llm.load_llm(broken)
 
 
 def test_lora_checkpoint_is_not_a_model(tiny_model, tmp_path):
-    broken = tmp_path / "m"
-    shutil.copytree(tiny_model, broken)
-    sd = torch.load(broken / "model.pth", weights_only=True)
-    sd["layers.0.attention.wqkv.lora_A"] = torch.zeros(8, 64)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in sd.items()}}, broken / "model.pth")
+    def as_lora_checkpoint(sd):
+        sd["layers.0.attention.wqkv.lora_A"] = torch.zeros(8, 64)
+        return {"state_dict": {f"model.{k}": v for k, v in sd.items()}}
+
+    broken = _with_weights(tiny_model, tmp_path, "model.pth", as_lora_checkpoint)
     with pytest.raises(InputError, match="merge it first"):
         llm.load_llm(broken)
 
 
 def test_derived_tables_in_the_weights_file_are_ignored(tiny_model, tmp_path):
     # Fish Speech loads non-strictly, so exports may carry RoPE tables, masks or KV caches: not weights
-    other = tmp_path / "m"
-    shutil.copytree(tiny_model, other)
-    sd = torch.load(other / "model.pth", weights_only=True)
+    extra = {
+        "freqs_cis": torch.zeros(3, 2),
+        "causal_mask": torch.zeros(3, 3, dtype=torch.bool),
+        "layers.0.attention.kv_cache.k_cache": torch.ones(1, 2),
+    }
+    other = _with_weights(tiny_model, tmp_path, "model.pth", lambda sd: sd | extra)
     reference = llm.load_llm(tiny_model)
-    sd["freqs_cis"] = torch.zeros(3, 2)
-    sd["causal_mask"] = torch.zeros(3, 3, dtype=torch.bool)
-    sd["layers.0.attention.kv_cache.k_cache"] = torch.ones(1, 2)
-    torch.save(sd, other / "model.pth")
     model = llm.load_llm(other)
     assert torch.equal(model.freqs_cis, reference.freqs_cis) and torch.equal(model.causal_mask, reference.causal_mask)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
@@ -91,11 +99,10 @@ def test_special_token_ids_must_match(tiny_model, tmp_path):
 
 
 def test_codec_with_missing_weights_is_an_error(tiny_model, tmp_path):
-    broken = tmp_path / "m"
-    shutil.copytree(tiny_model, broken)
-    sd = torch.load(broken / "codec.pth", weights_only=True)
-    sd = {k: v for k, v in sd.items() if not k.startswith("quantizer.")}
-    torch.save({"state_dict": {f"generator.{k}": v for k, v in sd.items()}}, broken / "codec.pth")
+    def gan_checkpoint_without_quantizer(sd):
+        return {"state_dict": {f"generator.{k}": v for k, v in sd.items() if not k.startswith("quantizer.")}}
+
+    broken = _with_weights(tiny_model, tmp_path, "codec.pth", gan_checkpoint_without_quantizer)
     with pytest.raises(InputError, match="does not match the codec config"):
         codec_mod.load_codec(broken)
 
