@@ -99,7 +99,7 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
     plan = None
     if ckpt == "auto":
         t0 = time.perf_counter()
-        plan = memory.plan(model, batches[0], opts["ce_chunk"], device, 0.9, opts.get("memory_limit_gb"))
+        plan = memory.plan(model, lambda: batches[0], opts["ce_chunk"], device, 0.9, opts.get("memory_limit_gb"))
         plan["seconds"] = round(time.perf_counter() - t0, 2)
         ckpt = plan["checkpointed"]
     params = [p for p in model.parameters() if p.requires_grad]

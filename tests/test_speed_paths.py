@@ -159,8 +159,10 @@ def test_memory_plan_search_finds_the_fewest_checkpointed_layers():
 
 
 def test_memory_plan_on_cpu_checkpoints_nothing(lora_model):
-    batch = _stream(lora_model, "fill").batch(0)
-    plan = memory.plan(lora_model, batch, 0, torch.device("cpu"), 0.9)
+    def no_batch_needed():
+        raise AssertionError("the CPU plan builds no probe batch")
+
+    plan = memory.plan(lora_model, no_batch_needed, 0, torch.device("cpu"), 0.9)
     assert plan == {"checkpointed": 0, "units": fw.num_units(lora_model), "reason": "cpu"}
 
 

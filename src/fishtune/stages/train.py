@@ -52,7 +52,9 @@ def check_options(t: DictConfig) -> None:
         memory.parse(t.gradient_checkpointing)
     except ValueError as e:
         raise UsageError(str(e), hint="e.g. train.gradient_checkpointing=auto") from None
-    if str(t.packing) not in ("fill", "pad"):
+    from fishtune.training.samples import PACKINGS
+
+    if str(t.packing) not in PACKINGS:
         raise UsageError(f"train.packing must be fill or pad, not {t.packing!r}", hint="train.packing=fill")
     if not 0.1 <= float(t.memory_fraction) <= 1.0:
         raise UsageError(

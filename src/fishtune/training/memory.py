@@ -103,12 +103,20 @@ def budget_bytes(device, fraction: float, limit_gb: float | None) -> tuple[int, 
 
 
 def plan(
-    model, batch: dict, ce_chunk: int, device, fraction: float, limit_gb: float | None = None, forward_context=None
+    model,
+    make_batch: Callable[[], dict],
+    ce_chunk: int,
+    device,
+    fraction: float,
+    limit_gb: float | None = None,
+    forward_context=None,
 ) -> dict:
-    """Choose how many units to checkpoint for ``auto``. Returns ``{"checkpointed": n, ...}`` for the summary."""
+    """Choose how many units to checkpoint for ``auto``. Returns ``{"checkpointed": n, ...}`` for the summary.
+    ``make_batch`` is only called on a GPU (the CPU plan needs no probe batch)."""
     units = fw.num_units(model)
     if device.type != "cuda":
         return {"checkpointed": 0, "units": units, "reason": "cpu"}
+    batch = {k: v.to(device) for k, v in make_batch().items()}
     budget, what = budget_bytes(device, fraction, limit_gb)
     probe = CudaProbe(model, batch, ce_chunk, budget, device, forward_context)
     n = smallest_fitting(units, probe)

@@ -61,10 +61,9 @@ class LoraModule(L.LightningModule):
             n = fw.checkpointed_units(self.model, self.gradient_checkpointing)
             self.memory_plan = {"checkpointed": n, "units": fw.num_units(self.model), "reason": "configured"}
         else:
-            batch = {k: v.to(self.device) for k, v in self.probe_batch().items()}
             self.memory_plan = memory.plan(
                 self.model,
-                batch,
+                self.probe_batch,
                 self.ce_chunk,
                 self.device,
                 self.memory_fraction,

@@ -27,6 +27,7 @@ from fishtune.errors import InputError
 
 IGNORE = -100
 FILL_MARGIN = 64  # tokens
+PACKINGS = ("fill", "pad")  # see PackedTrainStream
 
 
 @dataclass
@@ -135,7 +136,7 @@ class PackedTrainStream(IterableDataset):
         start_batch: int = 0,
         packing: str = "fill",
     ):
-        if packing not in ("fill", "pad"):
+        if packing not in PACKINGS:
             raise ValueError(f"packing must be fill or pad, not {packing!r}")
         self.fill = packing == "fill"
         self.groups, self.tokenizer, self.nc = groups, CachedTokenizer(tokenizer), num_codebooks
