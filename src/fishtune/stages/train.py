@@ -117,8 +117,7 @@ def guard(cfg: DictConfig, model, val_loader, device, precision: str) -> dict:
     uniform = math.log(c.vocab_size) + math.log(c.codebook_size)
     model.to(device)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
-    loss = validation_loss(model, val_loader, device, int(cfg.train.guard.batches), dtype)
-    model.to("cpu")
+    loss = validation_loss(model, val_loader, device, int(cfg.train.guard.batches), dtype)  # stays on the device
     ratio = loss / uniform
     info = {"base_val_loss": round(loss, 4), "uniform_loss": round(uniform, 4), "ratio": round(ratio, 3)}
     log.info("base model validation loss %.4f; uniform guessing would give %.4f (ratio %.2f)", loss, uniform, ratio)

