@@ -175,12 +175,3 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:
         raise InputError(f"archive {archive} not found", hint="check fetch.dataset.path / fetch.dataset.archive")
     with atomic_dir(dest, tag="extract") as tmp:
         return _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)
-
-
-def clean_leftovers(dest: str | os.PathLike) -> None:
-    """Remove temporary folders a killed extraction left next to ``dest``."""
-    dest = Path(dest)
-    if dest.parent.is_dir():
-        for p in dest.parent.glob(f".{dest.name}.extract.*"):
-            shutil.rmtree(p, ignore_errors=True)
-        shutil.rmtree(dest.with_name(f".{dest.name}.old"), ignore_errors=True)

@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from typing import Any
 
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
-from fishtune.runstate import atomic_dir
+from fishtune.runstate import atomic_dir, link_or_copy
 
 log = logging.getLogger("fishtune.hub")
 
@@ -286,25 +285,11 @@ def download_file(
 
 def install_files(files: dict[str, Path], dest: Path, extra: dict[str, str] | None = None) -> None:
     """Put ``{relative path: source}`` into ``dest`` as real files (hard link or copy), replacing it atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(dest, tag="fetch") as tmp:
         for rel, src in files.items():
-            out = tmp / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            real = os.path.realpath(src)
-            try:
-                os.link(real, out)
-            except OSError:
-                shutil.copyfile(real, out)
+            link_or_copy(src, tmp / rel)
         for rel, text in (extra or {}).items():
             (tmp / rel).write_text(text, encoding="utf-8")
-
-
-def clean_leftovers(dest: Path) -> None:
-    """Temporary folders a killed install left next to ``dest``."""
-    if dest.parent.is_dir():
-        for p in dest.parent.glob(f".{dest.name}.fetch.*"):
-            shutil.rmtree(p, ignore_errors=True)
 
 
 def download_model(

@@ -58,11 +58,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_temp_files(folder: str | os.PathLike, subfolders: bool = False) -> None:
+    """Delete the half-written ``.name.*.tmp`` files a killed :func:`atomic_path` left in ``folder`` (and, with
+    ``subfolders``, one level down)."""
+    folder = Path(folder)
+    for pattern in [".*.tmp", "*/.*.tmp"] if subfolders else [".*.tmp"]:
+        for p in folder.glob(pattern):
+            p.unlink(missing_ok=True)
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike, copy=shutil.copyfile) -> None:
+    """``dst`` as a hard link to the file behind ``src`` (symlinks resolved), or a copy across filesystems."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    real = os.path.realpath(src)
+    try:
+        os.link(real, dst)
+    except OSError:
+        copy(real, dst)
+
+
+def clean_leftovers(path: str | os.PathLike) -> None:
+    """Remove the temporary folders a killed :func:`atomic_dir` left next to ``path`` (``.name.[tag.]*``, any tag,
+    and ``.name.old``)."""
+    path = Path(path)
+    if path.parent.is_dir():
+        for p in path.parent.glob(f".{path.name}.*"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, tag: str = "") -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` as a whole.
 
-    A crash leaves the old folder (or none) and a hidden ``.name.[tag.]*`` temp folder, never a mix of old and new.
+    A crash leaves the old folder (or none) and a hidden ``.name.[tag.]*`` temp folder, never a mix of old and new;
+    :func:`clean_leftovers` removes such folders.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

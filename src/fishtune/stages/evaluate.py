@@ -36,6 +36,7 @@ from fishtune.progress import Progress
 from fishtune.runstate import (
     RunState,
     atomic_dir,
+    clean_leftovers,
     read_jsonl,
     sha256_file,
     sha256_json,
@@ -498,8 +499,7 @@ def run(cfg: DictConfig) -> dict:
         sum(i.kind == "heldout" for i in items),
         device,
     )
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):  # temp folders of a killed evaluation
-        shutil.rmtree(stale, ignore_errors=True)
+    clean_leftovers(out_dir)  # temp folders of a killed evaluation
     with atomic_dir(out_dir) as tmp:
         progress = Progress("evaluate", len(systems) * len(items), unit="samples", amount_unit="audio s", logger=log)
         results, losses = synthesize_all(cfg, systems, items, tmp / "audio", device, progress)

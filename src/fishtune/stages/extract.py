@@ -24,7 +24,7 @@ from fishtune.errors import InputError, StageFailed
 from fishtune.modeling import codec as codec_mod
 from fishtune.modeling.files import file_hash
 from fishtune.progress import Progress
-from fishtune.runstate import RunState, read_jsonl, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, read_jsonl, remove_temp_files, sha256_file, sha256_json, write_json_atomic
 
 log = logging.getLogger("fishtune.extract")
 
@@ -184,6 +184,5 @@ def _remove_orphans(tokens_dir: Path, ids: set[str]) -> int:
         if p.suffix in (".npy", ".json") and f"{p.parent.name}/{p.stem}" not in ids:
             p.unlink()
             removed += 1
-    for p in tokens_dir.glob("*/.*.tmp"):  # leftovers of a killed write
-        p.unlink()
+    remove_temp_files(tokens_dir, subfolders=True)  # leftovers of a killed write
     return removed

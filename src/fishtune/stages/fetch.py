@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from fishtune import archives, formats, hub, redact
 from fishtune.errors import InputError, UsageError
 from fishtune.modeling import files
-from fishtune.runstate import RunState, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, clean_leftovers, sha256_file, sha256_json, write_json_atomic
 
 log = logging.getLogger("fishtune.fetch")
 MARKER = ".fishtune-source.json"
@@ -108,7 +108,7 @@ def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: 
         log.warning("model folder %s lacks %s and model.repo_id is not set: nothing to download", dest, missing)
         return {"skipped": True, "reason": "no model.repo_id"}
     log.info("downloading base weights %s@%s into %s (missing: %s)", repo, revision, dest, ", ".join(missing))
-    hub.clean_leftovers(dest)
+    clean_leftovers(dest)
     pins = dict(_opt(cfg, "fetch.model_sha256", {}) or {})
     out = hub.download_model(
         str(repo), str(revision) if revision else None, dest, token, cache_dir=cache_dir, endpoint=endpoint, sha256=pins
@@ -147,7 +147,7 @@ def _fetch_dataset(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint
         log.info("dataset %s@%s already in %s", repo, snap.name[:12], dest)
         return {"skipped": True, "reason": f"{repo}@{snap.name[:12]} already in {dest}"}
     sums = {rel: hub.verify(p, rel) for rel, p in found.items()}
-    hub.clean_leftovers(dest)
+    clean_leftovers(dest)
     marker = {"source": key, "files": len(found), "sha256": sha256_json(sums)}
     hub.install_files(
         {f"{top}/{rel}": p for rel, p in found.items()}, dest, {MARKER: json.dumps(marker, indent=2) + "\n"}
@@ -162,7 +162,7 @@ def _install_archive(archive: Path, dest: Path, source: dict, pinned: str | None
             f"archive {archive} has sha256 {source['sha256']}, not the pinned fetch.dataset.sha256 {pinned}",
             hint="download it again, or update the pin if the dataset changed on purpose",
         )
-    archives.clean_leftovers(dest)
+    clean_leftovers(dest)
     if _marker(dest).get("source") == source:
         log.info("dataset archive %s already extracted in %s", archive.name, dest)
         return {"skipped": True, "reason": f"{archive.name} already extracted in {dest}"}

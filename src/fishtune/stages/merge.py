@@ -11,7 +11,6 @@ Validation (each one fails the stage):
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +22,15 @@ from fishtune import faults, lora, modelcard
 from fishtune.errors import InputError, StageFailed
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
-from fishtune.runstate import RunState, atomic_dir, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import (
+    RunState,
+    atomic_dir,
+    clean_leftovers,
+    link_or_copy,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+)
 from fishtune.stages.train import lora_settings
 from fishtune.training import checkpoints
 from fishtune.training import forward as fw
@@ -124,8 +131,7 @@ def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     ckpt = resolve_checkpoint(cfg)
     out_dir = Path(cfg.merge.output)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.*"):  # temp folders of a killed merge
-        shutil.rmtree(stale, ignore_errors=True)
+    clean_leftovers(out_dir)  # temp folders of a killed merge
     base_dir = Path(cfg.model.path)
     log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
     weights = checkpoints.read_lora(ckpt)
@@ -145,10 +151,7 @@ def run(cfg: DictConfig) -> dict:
         faults.point("merge:written")  # tests: kill -9 with the new model half-assembled
         for name in COPIED:
             if (base_dir / name).is_file():
-                try:
-                    os.link(base_dir / name, tmp / name)
-                except OSError:
-                    shutil.copy2(base_dir / name, tmp / name)
+                link_or_copy(base_dir / name, tmp / name, copy=shutil.copy2)
         rtol = float(cfg.merge.rtol)
         ours = load_llm(tmp)
         diff_ours = max(_close(a, b, rtol) for a, b in zip(outputs(ours, batch), (ref_tok, ref_cb), strict=True))

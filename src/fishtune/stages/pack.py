@@ -23,7 +23,7 @@ from fishtune import packed, tokens
 from fishtune.errors import InputError, StageFailed, UsageError
 from fishtune.progress import Progress
 from fishtune.proto import text_data_pb2 as pb
-from fishtune.runstate import RunState, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, remove_temp_files, sha256_json, write_json_atomic
 from fishtune.stages.extract import read_manifest
 
 log = logging.getLogger("fishtune.pack")
@@ -113,8 +113,7 @@ def run(cfg: DictConfig) -> dict:
     rows = read_manifest(run_dir)
     tokens_dir = run_dir / "tokens"
     out = run_dir / "packed"
-    for stale in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
-        stale.unlink()
+    remove_temp_files(out, subfolders=True)  # half-written files of a killed run
     missing = [r["id"] for r in rows if not tokens.paths(tokens_dir, r["id"])[0].is_file()]
     if missing:
         raise InputError(

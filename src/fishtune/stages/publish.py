@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -28,17 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import hub, modelcard, redact, status
 from fishtune.errors import InputError
-from fishtune.runstate import RunState, atomic_dir, sha256_json
+from fishtune.runstate import RunState, atomic_dir, clean_leftovers, link_or_copy, sha256_json
 
 log = logging.getLogger("fishtune.publish")
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def _base_commit(cfg: DictConfig) -> str | None:
@@ -65,29 +55,29 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     with atomic_dir(out) as tmp:
         for p in sorted(model_dir.iterdir()):
             if p.is_file() and p.name not in ("README.md", "state.json"):
-                _link(p, tmp / p.name)
+                link_or_copy(p, tmp / p.name)
         if (model_dir / "state.json").is_file():
-            _link(model_dir / "state.json", tmp / "training" / "merge.json")
-        _link(lora, tmp / "lora" / "lora.pth")
+            link_or_copy(model_dir / "state.json", tmp / "training" / "merge.json")
+        link_or_copy(lora, tmp / "lora" / "lora.pth")
         adapter = {"lora": OmegaConf.to_container(cfg.lora), "base_model": cfg.model.get("repo_id") or cfg.model.name}
         (tmp / "lora" / "adapter.json").write_text(json.dumps(adapter, indent=2) + "\n", encoding="utf-8")
         samples = Path(cfg.synthesize.output)
         if samples.is_dir():
             for p in sorted(samples.iterdir()):
                 if p.is_file() and (p.suffix == ".wav" or p.name == "index.jsonl"):
-                    _link(p, tmp / "samples" / p.name)
+                    link_or_copy(p, tmp / "samples" / p.name)
         report = run_dir / "report"
         if report.is_dir():
             for p in sorted(report.rglob("*")):
                 if p.is_file() and not p.name.startswith("."):
-                    _link(p, tmp / "report" / p.relative_to(report))
+                    link_or_copy(p, tmp / "report" / p.relative_to(report))
         for src, name in (
             (run_dir / "train" / "metrics.jsonl", "metrics.jsonl"),
             (run_dir / "train" / "summary.json", "summary.json"),
             (run_dir / "summary.json", "summary_run.json"),
         ):
             if src.is_file():
-                _link(src, tmp / "training" / name)
+                link_or_copy(src, tmp / "training" / name)
         listed = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         run_cost = status.current().get("cost", {}).get("run_usd")
         card = modelcard.render_hub_card(
@@ -118,8 +108,7 @@ def run(cfg: DictConfig) -> dict:
         log.info("publish: no publish.repo_id set, nothing uploaded (set publish.repo_id=<user>/<name> to publish)")
         return {"skipped": True, "reason": "no publish.repo_id"}
     run_dir = Path(cfg.run_dir)
-    for stale in run_dir.glob(".publish.*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    clean_leftovers(run_dir / "publish")
     folder, listed = assemble(cfg, str(repo_id))
     size = sum((folder / f).stat().st_size for f in listed)
     log.info("publish: %d files (%.1f MiB) assembled in %s", len(listed), size / 2**20, folder)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import lightning as L
 
 from fishtune import hub
+from fishtune.runstate import link_or_copy
 from fishtune.status import STATUS_FILE
 from fishtune.training.checkpoints import list_steps
 
@@ -69,10 +69,7 @@ class HubSync(L.Callback):
         try:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
-            try:
-                os.link(newest, staged)
-            except OSError:
-                shutil.copyfile(newest, staged)
+            link_or_copy(newest, staged)
         except OSError as err:  # e.g. rotated away already, or a full disk: skip this one, never fail training
             log.warning("hub sync: cannot stage %s (%s); skipping it", newest.name, err)
             return
