@@ -66,7 +66,6 @@ class Whisper:
                 hint="replace the folder with a complete transformers Whisper checkpoint, or remove it to skip CER",
             ) from err
         self.model = model.to(device=device, dtype=self.dtype).eval()
-        self.name = str(getattr(model.config, "_name_or_path", "") or self.folder.name)
 
     def transcribe(self, wave: np.ndarray) -> str:
         """One mono 16 kHz wave -> text."""

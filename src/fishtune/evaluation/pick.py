@@ -43,19 +43,18 @@ def choose(candidates: list[dict], min_similarity: float) -> tuple[dict, str]:
     """
     if not candidates:
         raise ValueError("no candidates")
-    order = {id(c): i for i, c in enumerate(candidates)}
     eligible = [c for c in candidates if c.get("similarity") is None or c["similarity"] >= min_similarity]
     if not eligible:
-        best = max(candidates, key=lambda c: (c["similarity"], -_num(c.get("val_loss")), -order[id(c)]))
+        best = max(candidates, key=lambda c: (c["similarity"], -_num(c.get("val_loss"))))  # ties: the first
         return best, (
             f"no checkpoint reached similarity {min_similarity:g}; {best['name']} has the highest "
             f"({best['similarity']:.3f})"
         )
     with_cer = [c for c in eligible if c.get("cer") is not None]
     if with_cer:
-        best = min(with_cer, key=lambda c: (c["cer"], _num(c.get("val_loss")), order[id(c)]))
+        best = min(with_cer, key=lambda c: (c["cer"], _num(c.get("val_loss"))))
         return best, f"{best['name']}: lowest CER ({best['cer']:.3f}) of {len(eligible)} eligible checkpoint(s)"
-    best = min(eligible, key=lambda c: (_num(c.get("val_loss")), order[id(c)]))
+    best = min(eligible, key=lambda c: _num(c.get("val_loss")))
     loss = f"{best['val_loss']:.4f}" if best.get("val_loss") is not None else "n/a"
     return best, f"{best['name']}: no CER available; lowest validation loss ({loss}) of {len(eligible)} eligible"
 

@@ -82,13 +82,12 @@ def curves_svg(curves: dict, marks: dict[str, int] | None = None) -> str | None:
 
 def mp3_data_uri(path: Path, bit_rate: int = 64000) -> str:
     """A wav file as an ``audio/mpeg`` data URI (torchcodec's FFmpeg encoder), for one-file reports."""
-    import soundfile as sf
     import torch
     from torchcodec.encoders import AudioEncoder
 
-    data, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    if data.ndim > 1:
-        data = data.mean(axis=1)
+    from fishtune.audio import read_wav
+
+    data, sr = read_wav(path)
     if not len(data):
         data = np.zeros(int(sr) // 10, dtype=np.float32)
     enc = AudioEncoder(torch.from_numpy(np.ascontiguousarray(data))[None], sample_rate=int(sr))

@@ -290,20 +290,29 @@ def load_system(cfg: DictConfig, system: System):
     return model
 
 
-@torch.no_grad()
-def val_losses(cfg: DictConfig, model, device, dtype) -> dict | None:
-    """Loss and its two parts on the held-out split, batch-size-weighted like the training validation."""
-    from torch.utils.data import DataLoader
-
-    from fishtune.training import forward as fw
-    from fishtune.training.samples import Collate, ValSet, load_groups
+def val_set(cfg: DictConfig, model):
+    """The held-out split as training validates on it, or None without one (same for every system)."""
+    from fishtune.training.samples import ValSet, load_groups
 
     val_dir = Path(cfg.run_dir) / "packed" / "val"
     if not any(val_dir.glob("*.protos")):
         return None
     tok, nc = model.tokenizer, model.config.num_codebooks
     max_len = min(int(cfg.train.max_length), int(model.config.max_seq_len))
-    ds = ValSet(load_groups(val_dir, nc), tok, nc, max_len)
+    return ValSet(load_groups(val_dir, nc), tok, nc, max_len)
+
+
+@torch.no_grad()
+def val_losses(cfg: DictConfig, ds, model, device, dtype) -> dict | None:
+    """Loss and its two parts on the held-out split, batch-size-weighted like the training validation."""
+    from torch.utils.data import DataLoader
+
+    from fishtune.training import forward as fw
+    from fishtune.training.samples import Collate
+
+    if ds is None:
+        return None
+    tok = model.tokenizer
     loader = DataLoader(
         ds, batch_size=int(cfg.train.val_batch_size), collate_fn=Collate(tok.get_token_id("<|end_of_text|>"))
     )
@@ -334,9 +343,12 @@ def synthesize_all(cfg, systems, items, audio_dir: Path, device, progress) -> tu
     sr = int(codec.sample_rate)
     results: dict[str, dict] = {}
     losses: dict[str, dict | None] = {}
+    held_out = None
     for system in systems:
         model = load_system(cfg, system).to(device=device, dtype=dtype).eval()
-        losses[system.name] = val_losses(cfg, model, device, dtype)
+        if system is systems[0]:  # read and tokenised once: every system has the base model's tokenizer
+            held_out = val_set(cfg, model)
+        losses[system.name] = val_losses(cfg, held_out, model, device, dtype)
         results[system.name] = {}
         for i, item in enumerate(items):
             torch.manual_seed(int(s.seed) + i)
@@ -356,14 +368,9 @@ def synthesize_all(cfg, systems, items, audio_dir: Path, device, progress) -> tu
             progress.update(1, amount=len(wave) / sr)
         del model
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        devices.empty_cache()
     del codec
     return results, losses
-
-
-def _load(path: Path) -> tuple[np.ndarray, int]:
-    return audio.read_wav(path)
 
 
 def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
@@ -386,8 +393,10 @@ def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
     enc = metrics.SpeakerEncoder(str(device))
     ref_emb = {}
     for item in held:
-        wave, sr = _load(item.clip)
+        wave, sr = audio.read_wav(item.clip)
         ref_emb[item.id] = enc.embed(wave, sr, silence_db)
+    reason = asr.unavailable_reason(ev.asr_model)
+    at_16k: dict[int, np.ndarray] = {}  # id(result) -> its wave at Whisper's rate, read once for both models
     reference = metrics.centroid(list(ref_emb.values()))
     if held and reference is None:
         notes.append("the held-out clips have no audible sound: speaker similarity not computed")
@@ -396,8 +405,10 @@ def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
             r = per_item.get(item.id)
             if r is None:
                 continue
-            wave, sr = _load(out_dir / r["file"])
+            wave, sr = audio.read_wav(out_dir / r["file"])
             r["silence_ratio"] = round(metrics.silence_ratio(wave, sr, silence_db), 4)
+            if not reason:
+                at_16k[id(r)] = metrics.resample(wave, sr, asr.SAMPLE_RATE)
             if system == "reference":
                 others = [e for k, e in ref_emb.items() if k != item.id]
                 r["similarity"] = metrics.similarity(ref_emb[item.id], metrics.centroid(others)) if others else None
@@ -408,9 +419,9 @@ def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
             for key in ("similarity", "duration_ratio"):
                 if r[key] is not None:
                     r[key] = round(r[key], 4)
+    encoder = f"{enc.name} {enc.version}"
     del enc
 
-    reason = asr.unavailable_reason(ev.asr_model)
     asr_info = {"model": None, "available": False, "note": None}
     if reason:
         notes.append(f"CER not computed: {reason}")
@@ -424,8 +435,7 @@ def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
         todo = [(r, item) for per_item in results.values() for item in items if (r := per_item.get(item.id))]
         progress = Progress("evaluate asr", len(todo), unit="samples", logger=log)
         for r, item in todo:
-            wave, sr = _load(out_dir / r["file"])
-            r["transcript"] = whisper.transcribe(metrics.resample(wave, sr, asr.SAMPLE_RATE))
+            r["transcript"] = whisper.transcribe(at_16k.pop(id(r)))
             c = metrics.cer(item.text, r["transcript"], normalizer)
             r["cer"] = round(c, 4) if c is not None else None
             progress.update(1)
@@ -436,9 +446,8 @@ def score(cfg, items, results, out_dir: Path, device, notes: list[str]) -> dict:
             r.setdefault("cer", None)
             r.setdefault("transcript", None)
             r["flags"] = flags(r)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return {"results": results, "asr": asr_info, "reference_clips": [i.clip_id for i in held]}
+    devices.empty_cache()
+    return {"results": results, "asr": asr_info, "reference_clips": [i.clip_id for i in held], "encoder": encoder}
 
 
 def flags(r: dict) -> list[str]:
@@ -623,7 +632,7 @@ def build_report(cfg, items, systems, results, losses, scored, notes, cps, min_s
             "chars_per_second": round(cps, 3),
         },
         "asr": scored["asr"],
-        "speaker": {"encoder": f"resemblyzer {_version('resemblyzer')}", "references": scored["reference_clips"]},
+        "speaker": {"encoder": scored["encoder"], "references": scored["reference_clips"]},
         "notes": notes,
         "systems": sys_rows,
         "best_checkpoint": best,
@@ -640,12 +649,3 @@ def build_report(cfg, items, systems, results, losses, scored, notes, cps, min_s
             for i in items
         ],
     }
-
-
-def _version(pkg: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(pkg)
-    except PackageNotFoundError:
-        return "?"
