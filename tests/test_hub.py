@@ -277,3 +277,18 @@ def test_dataset_repo_layouts_and_local_archives(tmp_path, fake_hub, finnish_dat
     # prepare then says what to do
     assert run_inprocess(run3, tmp_path / "nowhere", tiny_model, "prepare", *bad) == 1
     assert "run the fetch stage first" in (run3 / "logs" / "prepare.log").read_text()
+
+
+def test_network_failures_are_transient_and_refusals_are_not():
+    # publish retries only transient errors; the mark is set where the Hub error is explained
+    import requests
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from fishtune import hub
+
+    down = hub.explain(requests.ConnectionError("connection refused"), repo_id="me/x", revision=None)
+    assert isinstance(down, hub.HubError) and down.transient and "not reachable" in down.message
+    other = hub.explain(RuntimeError("boom"), repo_id="me/x", revision=None)
+    assert other.transient and "failed:" in other.message
+    missing = hub.explain(RevisionNotFoundError("no such revision"), repo_id="me/x", revision="v9")
+    assert not missing.transient and "does not exist" in missing.message

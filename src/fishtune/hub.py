@@ -33,18 +33,25 @@ from typing import Any
 
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
-from fishtune.runstate import atomic_dir, link_or_copy
+from fishtune.modeling.files import REQUIRED
+from fishtune.runstate import atomic_dir, link_or_copy, sha256_file
 
 log = logging.getLogger("fishtune.hub")
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-MODEL_FILES = ("model.pth", "codec.pth", "config.json", "tokenizer.tiktoken", "special_tokens.json")
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 
 
 class HubError(FishtuneError):
-    """The Hub refused or could not serve a request (gated, missing, bad token, unreachable)."""
+    """The Hub refused or could not serve a request (gated, missing, bad token, unreachable).
+
+    ``transient``: the network or the server failed, not the request; trying again may work.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, transient: bool = False):
+        super().__init__(message, hint=hint)
+        self.transient = transient
 
 
 def _quiet() -> None:
@@ -126,6 +133,7 @@ def explain(
             "files are not in the local cache",
             hint="check the network or HF_ENDPOINT, or fill the cache (HF_HUB_CACHE) on a connected machine and "
             "run with HF_HUB_OFFLINE=1",
+            transient=True,
         )
     if isinstance(err, EntryNotFoundError):
         return HubError(
@@ -143,8 +151,11 @@ def explain(
         return HubError(
             f"Hub request for {where} failed: {first}",
             hint="retry later; a rerun resumes downloads and skips uploaded files",
+            transient=True,
         )
-    return HubError(f"download of {where} failed: {type(err).__name__}: {first}", hint="rerun to resume")
+    return HubError(
+        f"download of {where} failed: {type(err).__name__}: {first}", hint="rerun to resume", transient=True
+    )
 
 
 # -- downloads ---------------------------------------------------------------------------------------------------
@@ -153,14 +164,6 @@ def _git_blob_sha1(path: Path) -> str:
     h.update(f"blob {path.stat().st_size}\0".encode())
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
             h.update(block)
     return h.hexdigest()
 
@@ -176,7 +179,7 @@ def verify(path: Path, rel: str, expected: str | None = None) -> str:
     file's is its git blob sha1. A mismatch removes the blob and the link (the next run downloads it again).
     """
     real = Path(os.path.realpath(path))
-    digest = _sha256(real)
+    digest = sha256_file(real, 1 << 22)
     blob = real.name
     bad = None
     if SHA256_RE.match(blob) and blob != digest:
@@ -301,7 +304,7 @@ def download_model(
     cache_dir: str | os.PathLike | None = None,
     endpoint: str | None = None,
     sha256: dict[str, str] | None = None,
-    required: tuple[str, ...] = MODEL_FILES,
+    required: tuple[str, ...] = REQUIRED,
     source: str = "downloaded by fishtune fetch",
 ) -> dict:
     """Download ``repo_id@revision`` and install it as a model folder at ``dest``.
@@ -435,17 +438,14 @@ class BackgroundSync:
         *,
         retry_seconds: float = 10.0,
         max_retry_seconds: float = 300.0,
-        on_done: Callable[[dict], None] | None = None,
     ):
         self.uploader = uploader
         self.retry_seconds, self.max_retry_seconds = max(0.01, retry_seconds), max(retry_seconds, max_retry_seconds)
-        self.on_done = on_done
         self._cv = threading.Condition()
         self._pending: dict | None = None
         self._busy = False
         self._stop = False
         self.uploaded: list[str] = []
-        self.failures = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="fishtune-hub-sync", daemon=True)
         self._thread.start()
@@ -490,7 +490,6 @@ class BackgroundSync:
             files = {k: (v() if callable(v) else v) for k, v in job["files"].items()}
             commit = self.uploader.commit(files, job["message"])
         except Exception as err:  # never let an upload problem reach training
-            self.failures += 1
             self.last_error = redact.redact(
                 err.one_line() if isinstance(err, FishtuneError) else f"{type(err).__name__}: {err}"
             )
@@ -505,14 +504,7 @@ class BackgroundSync:
         log.info(
             "hub sync: pushed %s to %s (commit %s)", ", ".join(job["files"]), self.uploader.repo_id, str(commit)[:12]
         )
-        if self.on_done:
-            with contextlib.suppress(Exception):
-                self.on_done({"message": job["message"], "commit": commit})
         return True
-
-    def idle(self) -> bool:
-        with self._cv:
-            return self._pending is None and not self._busy
 
     def close(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for pending uploads; returns True when everything was pushed."""

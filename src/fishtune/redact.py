@@ -64,8 +64,9 @@ def known() -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def redact(text: str) -> str:
-    for secret in known():
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with every known secret masked (``secrets``: :func:`known`'s list, when the caller has it)."""
+    for secret in known() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
@@ -75,16 +76,17 @@ class RedactFilter(logging.Filter):
     """A logging filter that masks tokens in the formatted message (and in exception text)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not known():
+        secrets = known()  # once per record: an environment scan and a sort
+        if not secrets:
             return True
         msg = record.getMessage()
-        clean = redact(msg)
+        clean = redact(msg, secrets)
         if clean != msg:
             record.msg, record.args = clean, None
         if record.exc_info and record.exc_info[1] is not None:
             import traceback
 
-            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
+            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip(), secrets)
             record.exc_info = None
         return True
 

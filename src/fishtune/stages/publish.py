@@ -127,8 +127,7 @@ def run(cfg: DictConfig) -> dict:
             info = uploader.upload_folder(folder, str(message))
             break
         except hub.HubError as err:
-            transient = "not reachable" in err.message or "failed:" in err.message
-            if attempt == attempts or not transient:
+            if attempt == attempts or not err.transient:
                 raise
             wait = float(p.get("retry_seconds", 10)) * attempt
             log.warning("publish: upload attempt %d failed (%s); retrying in %.0f s", attempt, err.one_line(), wait)

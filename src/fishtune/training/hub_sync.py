@@ -29,7 +29,6 @@ class HubSync(L.Callback):
         self.sync, self.ckpt_dir, self.run_dir, self.final_wait = sync, Path(ckpt_dir), Path(run_dir), final_wait
         self.staging = self.ckpt_dir.parent / ".hub-sync"
         self.last: str | None = None
-        self.submitted: list[str] = []
 
     @classmethod
     def from_config(cls, cfg, ckpt_dir: Path, run_dir: Path) -> HubSync | None:
@@ -73,7 +72,6 @@ class HubSync(L.Callback):
         except OSError as err:  # e.g. rotated away already, or a full disk: skip this one, never fail training
             log.warning("hub sync: cannot stage %s (%s); skipping it", newest.name, err)
             return
-        self.submitted.append(newest.name)
         self.sync.submit(
             {f"checkpoints/{newest.name}": staged, STATUS_FILE: self._status_bytes},
             f"fishtune: {self.run_dir.name} {newest.stem}",
@@ -89,7 +87,7 @@ class HubSync(L.Callback):
     def on_train_end(self, trainer, pl_module):
         self._scan()
         if self.sync.close(self.final_wait):
-            log.info("hub sync: all %d checkpoint(s) pushed to %s", len(self.submitted), self.sync.uploader.url)
+            log.info("hub sync: all %d checkpoint(s) pushed to %s", len(self.sync.uploaded), self.sync.uploader.url)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def on_exception(self, trainer, pl_module, exception):
