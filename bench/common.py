@@ -17,12 +17,6 @@ import torch
 FRAME_RATE = 44100 / 2048  # codec frames per second
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version()}
     if device.type == "cuda":

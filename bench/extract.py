@@ -16,8 +16,9 @@ import argparse
 import torch
 
 from bench import common
+from fishtune import devices
 from fishtune.modeling import codec as codec_mod
-from fishtune.stages.extract import Extractor, plan_batches
+from fishtune.stages.extract import Extractor, iter_batches
 
 
 def build_codec(shapes: str, device):
@@ -45,12 +46,8 @@ def run(codec, waves, ids, device, batched: bool, max_seconds: float, max_clips:
     common.reset_peak(device)
     out = {}
     with common.Timer(device) as t:
-        if batched:
-            pending = rows
-            while pending:
-                batch = plan_batches(pending, max_seconds * ex.limit_scale, max_clips)[0]
-                done = {r["id"] for r in batch}
-                pending = [r for r in pending if r["id"] not in done]
+        if batched:  # the extract stage's own batching, OOM back-off included
+            for batch in iter_batches(rows, max_seconds, max_clips, ex):
                 codes = ex.encode([by_id[r["id"]] for r in batch], [r["id"] for r in batch])
                 out.update({r["id"]: c for r, c in zip(batch, codes, strict=True)})
         else:
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    device = common.pick_device(args.device)
+    device = devices.pick(args.device)
     codec = build_codec(args.shapes, device)
     g = torch.Generator().manual_seed(0)
     waves = [torch.randn(int(d * 44100), generator=g) * 0.1 for d in common.recipe_durations(args.clips)]

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from types import SimpleNamespace
 
 import torch
 
 from bench import common, shapes
 from bench.extract import build_codec
+from fishtune import devices
 from fishtune.modeling import codec as codec_mod
+from fishtune.stages.synthesize import generate_codes
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    device = common.pick_device(args.device)
+    device = devices.pick(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     import os
     import sys
@@ -54,26 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
     inf.decode_one_token_ar = timed_decode
     rows = []
     text = "Hyvää huomenta, tänään on kaunis päivä ja aurinko paistaa."
+    params = SimpleNamespace(max_new_tokens=args.frames, temperature=0.7, top_p=0.7, repetition_penalty=1.2)
     with torch.inference_mode():
         for i in range(args.sentences + 1):  # the first one warms up (caches, kernels)
             torch.manual_seed(i)
             common.sync(device)
             state.update(t0=time.perf_counter(), first=None)
-            codes = None
-            for resp in inf.generate_long(
-                model=model,
-                device=device,
-                decode_one_token=timed_decode,
-                text=text,
-                max_new_tokens=args.frames,
-                temperature=0.7,
-                top_p=0.7,
-                repetition_penalty=1.2,
-                prompt_text=[],
-                prompt_tokens=[],
-            ):
-                if resp.action == "sample":
-                    codes = resp.codes
+            codes = generate_codes(model, device, text, params)  # synthesize's own call (timed_decode patched in)
             common.sync(device)
             gen_s = time.perf_counter() - state["t0"]
             with common.Timer(device) as t:

@@ -40,24 +40,25 @@ import time
 import torch
 
 from bench import common, shapes
-from fishtune import lora
+from fishtune import devices, lora
 from fishtune.training import forward as fw
 from fishtune.training import memory
 from fishtune.training.samples import Collate, PackedTrainStream
 
-SETTINGS = {
-    "upstream": dict(packing="pad", gradient_checkpointing=True, ce_chunk=0, fused_adamw=False, sdpa=False),
-    "optimized": dict(packing="fill", gradient_checkpointing="auto", ce_chunk=4096, fused_adamw=True, sdpa=True),
-    "mem24": dict(
-        packing="fill", gradient_checkpointing="auto", memory_limit_gb=22, ce_chunk=1024, fused_adamw=True, sdpa=True
-    ),
-    # the ladder from upstream to optimized, one change at a time (--settings ladder): what each change is worth
-    "+fill": dict(packing="fill", gradient_checkpointing=True, ce_chunk=0, fused_adamw=False, sdpa=False),
-    "+auto_ckpt": dict(packing="fill", gradient_checkpointing="auto", ce_chunk=0, fused_adamw=False, sdpa=False),
-    "+chunked_ce": dict(packing="fill", gradient_checkpointing="auto", ce_chunk=4096, fused_adamw=False, sdpa=False),
-    "+fast_sdpa": dict(packing="fill", gradient_checkpointing="auto", ce_chunk=4096, fused_adamw=False, sdpa=True),
-}
-SHORTHANDS = {"ladder": ["upstream", "+fill", "+auto_ckpt", "+chunked_ce", "+fast_sdpa", "optimized"]}
+_UPSTREAM = dict(packing="pad", gradient_checkpointing=True, ce_chunk=0, fused_adamw=False, sdpa=False)
+# the ladder from upstream to optimized, one change at a time (--settings ladder): what each change is worth
+_LADDER = [
+    ("+fill", {"packing": "fill"}),
+    ("+auto_ckpt", {"gradient_checkpointing": "auto"}),
+    ("+chunked_ce", {"ce_chunk": 4096}),
+    ("+fast_sdpa", {"sdpa": True}),
+    ("optimized", {"fused_adamw": True}),
+]
+SETTINGS = {"upstream": _UPSTREAM}
+for _name, _change in _LADDER:
+    SETTINGS[_name] = list(SETTINGS.values())[-1] | _change
+SETTINGS["mem24"] = SETTINGS["optimized"] | {"memory_limit_gb": 22, "ce_chunk": 1024}
+SHORTHANDS = {"ladder": ["upstream"] + [name for name, _ in _LADDER]}
 
 
 def param_counts(model) -> dict:
@@ -129,7 +130,7 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
         oom = None
     if oom:
         model = opt = out = batches = None  # free before the next setting
-        torch.cuda.empty_cache()
+        devices.empty_cache()
         return {"options": opts, "error": oom}
     peak_gb = common.peak_memory_gb(device)
     step = statistics.mean(times)
@@ -151,8 +152,7 @@ def run_setting(name: str, opts: dict, args, device, dtype, data: dict) -> dict:
         res["mfu_6n"] = round(statistics.mean(flops) / step / peak, 4)
         res["mfu_4n_lora"] = round(res["mfu_6n"] * 4 / 6, 4)
     del model, opt
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    devices.empty_cache()
     return res
 
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    device = common.pick_device(args.device)
+    device = devices.pick(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.set_float32_matmul_precision("high")
     probe = shapes.build_model(args.shapes, seed=args.seed, device="cpu", dtype=torch.float32)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,17 @@ def plan_batches(rows: list[dict], max_seconds: float, max_clips: int) -> list[l
     if current:
         batches.append(current)
     return batches
+
+
+def iter_batches(rows: list[dict], max_seconds: float, max_clips: int, extractor: Extractor) -> Iterator[list[dict]]:
+    """Batches of ``rows`` to encode, planned again before each one with the extractor's current limit (it shrinks
+    after an OOM), so that a back-off applies to everything still pending."""
+    pending = rows
+    while pending:
+        batch = plan_batches(pending, max_seconds * extractor.limit_scale, max_clips)[0]
+        done_ids = {r["id"] for r in batch}
+        pending = [r for r in pending if r["id"] not in done_ids]
+        yield batch
 
 
 class Extractor:
@@ -124,12 +135,7 @@ def run(cfg: DictConfig) -> dict:
         extractor = Extractor(lambda waves: codec_mod.encode(model, waves, device, dtype))
         progress = Progress("extract", len(todo), unit="clips", amount_unit="audio s", logger=log)
         max_seconds, max_clips = float(cfg.extract.max_batch_seconds), int(cfg.extract.max_batch_clips)
-        pending = todo
-        while pending:
-            # Re-plan with the current limit (it shrinks after an OOM); take the first batch.
-            batch = plan_batches(pending, max_seconds * extractor.limit_scale, max_clips)[0]
-            done_ids = {r["id"] for r in batch}
-            pending = [r for r in pending if r["id"] not in done_ids]
+        for batch in iter_batches(todo, max_seconds, max_clips, extractor):
             waves = [_load_clip(clips_root / r["path"], sr) for r in batch]
             codes = extractor.encode(waves, [r["id"] for r in batch])
             for row, c in zip(batch, codes, strict=True):
