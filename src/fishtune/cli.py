@@ -48,7 +48,8 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def parse(argv: list[str]) -> tuple[str, list[str]]:
+def parse(argv: list[str]) -> tuple[list[str], list[str]]:
+    """-> (the stages to run, ``all`` expanded to the chain; the Hydra overrides)."""
     args = list(argv)
     if any(a in ("-h", "--help", "help") for a in args[:1]) or (not args and not os.environ.get("STAGE")):
         if not args and not os.environ.get("STAGE"):
@@ -66,7 +67,7 @@ def parse(argv: list[str]) -> tuple[str, list[str]]:
                 f"unknown stage '{name}'",
                 hint=f"use one of: {', '.join([*stages.STAGES, 'all'])} (python entrypoint.py --help)",
             )
-    return ",".join(names), args
+    return [n for name in names for n in (stages.CHAIN if name == "all" else [name])], args
 
 
 def _append(run_dir: Path, stage: str, text: str) -> None:
@@ -142,11 +143,10 @@ def run_stage(name: str, cfg) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     try:
-        stage, overrides = parse(sys.argv[1:] if argv is None else argv)
+        names, overrides = parse(sys.argv[1:] if argv is None else argv)
         from fishtune.config import load_config
 
         cfg = load_config(overrides)
-        names = [n for s in stage.split(",") for n in (stages.CHAIN if s == "all" else [s])]
         status.begin(cfg.run_dir, names)
         ok = interrupted = False
         try:

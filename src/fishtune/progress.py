@@ -10,13 +10,7 @@ import sys
 import time
 
 from fishtune import status
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+from fishtune.status import format_seconds  # also imported from here (training callbacks)
 
 
 class Progress:

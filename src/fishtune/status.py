@@ -36,9 +36,10 @@ UNKNOWN = "unknown"
 
 
 def format_seconds(seconds: float) -> str:
-    from fishtune.progress import format_seconds as fmt  # progress imports this module
-
-    return fmt(seconds)
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 def _iso(t: float | None = None) -> str:
@@ -76,6 +77,12 @@ def hourly_rate() -> float | None:
 def cost_usd(seconds: float) -> float | None:
     rate = hourly_rate()
     return None if rate is None else round(seconds / 3600 * rate, 4)
+
+
+def cost_or_unknown(seconds: float) -> float | str:
+    """:func:`cost_usd`, or ``"unknown"`` without a GPU price."""
+    value = cost_usd(seconds)
+    return UNKNOWN if value is None else value
 
 
 def money(value: float | str | None) -> str:
@@ -141,10 +148,6 @@ class _Status:
         run_s = finished + (stage_s if self.stage else 0.0)
         rate = hourly_rate()
 
-        def c(seconds: float) -> float | str:
-            value = cost_usd(seconds)
-            return UNKNOWN if value is None else value
-
         return {
             "run": self.run_dir.name if self.run_dir else None,
             "run_dir": str(self.run_dir) if self.run_dir else None,
@@ -156,9 +159,9 @@ class _Status:
             "elapsed_seconds": {"stage": round(stage_s, 1), "command": round(command_s, 1), "run": round(run_s, 1)},
             "cost": {
                 "gpu_hourly_usd": rate,
-                "stage_usd": c(stage_s),
-                "command_usd": c(command_s),
-                "run_usd": c(run_s),
+                "stage_usd": cost_or_unknown(stage_s),
+                "command_usd": cost_or_unknown(command_s),
+                "run_usd": cost_or_unknown(run_s),
                 "note": "wall-clock hours x GPU_HOURLY_USD" if rate is not None else "set GPU_HOURLY_USD",
             },
             "gpu_memory_gb": self.train.get("gpu_memory_gb", gpu_memory_gb()),
@@ -221,7 +224,7 @@ def stage_finished(name: str, result: Any = None, error: BaseException | None = 
             "stage": name,
             "state": state,
             "seconds": round(seconds, 2),
-            "cost_usd": cost_usd(seconds) if hourly_rate() is not None else UNKNOWN,
+            "cost_usd": cost_or_unknown(seconds),
             "started_at": _iso(started),
             "finished_at": _iso(),
             "outputs": describe(name, result, _S.run_dir) if error is None else "",
@@ -297,10 +300,6 @@ def current() -> dict:
 
 def records() -> list[dict]:
     return list(_S.records)
-
-
-def elapsed_command() -> float:
-    return time.time() - _S.command_started
 
 
 def run_cost_text() -> str:
@@ -394,7 +393,7 @@ def render_table(recs: list[dict]) -> str:
             (r["stage"], r["state"], format_seconds(r["seconds"]), money(r.get("cost_usd")), r.get("outputs", ""))
         )
     total_s = sum(r["seconds"] for r in recs)
-    total_cost = cost_usd(total_s) if hourly_rate() is not None else UNKNOWN
+    total_cost = cost_or_unknown(total_s)
     rows.append(("total", "", format_seconds(total_s), money(total_cost), ""))
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
     lines = []
@@ -420,7 +419,7 @@ def summary(run_dir: str | os.PathLike, ok: bool) -> dict:
         "ok": ok,
         "stages": recs,
         "total_seconds": round(total_s, 2),
-        "total_cost_usd": cost_usd(total_s) if rate is not None else UNKNOWN,
+        "total_cost_usd": cost_or_unknown(total_s),
         "gpu_hourly_usd": rate,
         "next": next_steps(run_dir, recs, ok),
         "finished_at": _iso(),

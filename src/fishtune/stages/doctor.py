@@ -170,7 +170,6 @@ def _check_model(rep: Report, cfg: DictConfig) -> dict:
 
 
 def _check_data(rep: Report, cfg: DictConfig) -> dict:
-    root = Path(cfg.paths.data)
     try:
         from fishtune.stages.fetch import data_root
 
