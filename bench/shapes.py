@@ -1,10 +1,5 @@
-"""Model shapes for benchmarks: the tiny test model and openaudio-s1-mini's architecture with random weights.
-
-s1-mini's config.json is not in the upstream repository; the values below are the released file's, as found in
-a public copy: github.com/zeropointnine/tts-audiobook-tool @ fa6ce9964a2623d851a3d115867c1673fac82f49,
-checkpoints/openaudio-s1-mini/config.json (consistent with model.pth's size and special_tokens.json's ids).
-The codec is Fish Speech's ``configs/modded_dac_vq.yaml`` (the wheel's copy).
-"""
+"""Model shapes for benchmarks: the tiny test model and openaudio-s1-mini's architecture (source of the values:
+:mod:`fishtune.modeling.s1mini`) with random weights."""
 
 from __future__ import annotations
 
@@ -13,40 +8,10 @@ from pathlib import Path
 
 import torch
 
-S1_MINI = dict(
-    model_type="dual_ar",
-    vocab_size=155776,
-    n_layer=28,
-    n_head=16,
-    n_local_heads=8,
-    head_dim=128,
-    dim=1024,
-    intermediate_size=3072,
-    rope_base=1000000,
-    norm_eps=1e-6,
-    max_seq_len=8192,
-    dropout=0.0,
-    tie_word_embeddings=False,
-    attention_qkv_bias=False,
-    attention_o_bias=False,
-    attention_qk_norm=True,
-    codebook_size=4096,
-    num_codebooks=10,
-    scale_codebook_embeddings=True,
-    use_gradient_checkpointing=True,
-    initializer_range=0.03125,
-    n_fast_layer=4,
-    fast_dim=1024,
-    fast_n_head=16,
-    fast_n_local_heads=8,
-    fast_head_dim=64,
-    fast_intermediate_size=3072,
-    fast_attention_qkv_bias=False,
-    fast_attention_qk_norm=False,
-    fast_attention_o_bias=False,
-)
-# residual codebooks of the s1-mini codec have 1024 entries; codebook 0 (semantic) has 4096
-S1_MINI_RESIDUAL = 1024
+from fishtune.modeling import s1mini
+
+S1_MINI = s1mini.ARGS
+S1_MINI_RESIDUAL = s1mini.RESIDUAL_SIZE
 
 
 def model_args(shapes: str) -> tuple[dict, int]:

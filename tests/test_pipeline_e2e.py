@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import TINY
-from fishtune import packed, stages, tokens
+from fishtune import lora, packed, stages, tokens
+from fishtune.runstate import sha256_file
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +148,9 @@ def test_whole_chain_all_stages(runner, tmp_path):
     state = json.loads((model_dir / "state.json").read_text())
     assert state["validation"]["fish_speech_loader"] is True
     assert state["validation"]["nonzero_deltas"] == state["validation"]["adapted_tensors"] == 20
-    assert "Fish Audio Research License" in (model_dir / "README.md").read_text()
+    assert state["lora"] == {"r": 8, "alpha": 16.0, "dropout": 0.01, "targets": list(lora.UPSTREAM_TARGETS)}
+    assert state["base"]["sha256"] == sha256_file(Path(runner.env["FISHTUNE_MODEL"]) / "model.pth")
+    assert "**Licence.**" in (model_dir / "README.md").read_text()
     wavs = sorted((run / "samples").glob("*.wav"))
     assert len(wavs) == 4  # the recipe's sample sentences
     for wav in wavs:

@@ -236,6 +236,8 @@ def test_publish_uploads_model_lora_samples_and_card(tmp_path, synced, finnish_d
             f"run_name={run.name}",
             f"model.path={tiny_model}",
             "publish.repo_id=me/tiny-fi",
+            "publish.private=false",
+            "model.license=cc-by-nc-sa-4.0",  # the released s1-mini's licence: the card must say it is inherited
         ]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
@@ -246,7 +248,8 @@ def test_publish_uploads_model_lora_samples_and_card(tmp_path, synced, finnish_d
         assert "samples/000.wav" in files and "training/metrics.jsonl" in files
         card = files["README.md"].decode()
         train = json.loads((run / "train" / "summary.json").read_text())
-        assert "license: other" in card and "Fish Audio Research License" in card and "restricts use" in card
+        assert "license: cc-by-nc-sa-4.0" in card and "(CC-BY-NC-SA-4.0)" in card and "no commercial use" in card
+        assert "the repo will be public" in p.stdout + p.stderr and "CC-BY-NC-SA-4.0" in p.stdout + p.stderr
         assert "| Steps | 12 of 12 |" in card and f"{train['best_val_loss']:.4f}" in card
         assert "12 clips, 0.01 hours" in card and "| Language | fi |" in card
         assert all(

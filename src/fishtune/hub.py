@@ -196,7 +196,7 @@ def verify(path: Path, rel: str, expected: str | None = None) -> str:
                 path.unlink()
         raise HubError(
             f"downloaded file {rel} is corrupt: {bad}; removed it from the cache",
-            hint="rerun the fetch stage to download it again (check fetch.model_sha256 if you pinned one)",
+            hint="rerun the fetch stage to download it again (check model.files if you changed the pins)",
         )
     return digest
 

@@ -5,11 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LICENCE_NOTE = (
-    "**Licence.** This model is a derivative of fishaudio/openaudio-s1-mini, released under the Fish Audio "
-    "Research License, which restricts use (notably commercial use); this derivative is bound by the same terms. "
-    "Read the base model's licence before using or sharing it."
-)
+# Base-model licences whose terms a fine-tune inherits (model.license in configs/model/*.yaml).
+LICENCES = {
+    "cc-by-nc-sa-4.0": (
+        "Creative Commons Attribution-NonCommercial-ShareAlike 4.0 (CC-BY-NC-SA-4.0)",
+        "https://creativecommons.org/licenses/by-nc-sa/4.0/",
+        "no commercial use; credit the base model; share derivatives only under the same licence",
+    ),
+}
+
+
+def licence_note(license_id: str | None, base: str) -> str:
+    """The licence paragraph of every card: what the base model's licence is and that this derivative inherits it."""
+    name, link, terms = LICENCES.get(str(license_id or "").lower(), (license_id, None, None))
+    if not name:
+        return f"**Licence.** Derived from {base}; read the base model's licence before using or sharing it."
+    return (
+        f"**Licence.** Derived from {base}, which is licensed under {name}"
+        + (f" ({link})" if link else "")
+        + ". This model and its adapter inherit that licence"
+        + (f": {terms}." if terms else ".")
+    )
 
 
 def _load(path: Path) -> dict:
@@ -23,7 +39,9 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, int | float) else "?"
 
 
-def render(run_dir: Path, base_name: str, lora_settings: dict, checkpoint: str, validation: dict) -> str:
+def render(
+    run_dir: Path, base_name: str, lora_settings: dict, checkpoint: str, validation: dict, license_id: str | None
+) -> str:
     stats = _load(run_dir / "clips" / "stats.json")
     train = _load(run_dir / "train" / "summary.json")
     hours = stats.get("durations", {}).get("hours")
@@ -46,7 +64,7 @@ def render(run_dir: Path, base_name: str, lora_settings: dict, checkpoint: str, 
         "Files: `model.pth`, `config.json`, `tokenizer.tiktoken`, `special_tokens.json` (Fish Speech's layout), "
         "`codec.pth`.",
         "",
-        LICENCE_NOTE,
+        licence_note(license_id, base_name),
         "",
     ]
     return "\n".join(lines)
@@ -78,6 +96,7 @@ def render_hub_card(
     language: str | None,
     lora_settings: dict,
     files: list[str],
+    license_id: str | None = None,
     cost: str | None = None,
 ) -> str:
     """The README.md of a published repo: Hub metadata, base model, data hours, steps, losses, licence note."""
@@ -86,9 +105,12 @@ def render_hub_card(
     hours = stats.get("durations", {}).get("hours")
     speakers = len(stats.get("speakers", {})) or "?"
     base_loss = train.get("baseline", {}).get("base_val_loss")
-    meta = ["---", "license: other", "license_name: fish-audio-research-license"]
+    lic = str(license_id or "").lower()
+    meta = ["---", f"license: {lic}"] if lic in LICENCES else ["---", "license: other"]
     if base_repo:
-        meta += [f"license_link: https://huggingface.co/{base_repo}", f"base_model: {base_repo}"]
+        meta += [f"base_model: {base_repo}"] + (
+            [] if lic in LICENCES else [f"license_link: https://huggingface.co/{base_repo}"]
+        )
     if language:
         meta += ["language:", f"- {language}"]
     meta += [
@@ -145,7 +167,7 @@ def render_hub_card(
         "",
         "## Licence",
         "",
-        LICENCE_NOTE,
+        licence_note(license_id, base_repo or base_name),
         "",
     ]
     return "\n".join(lines)

@@ -66,3 +66,33 @@ def file_hash(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
         except OSError:
             pass  # a read-only cache is fine; we just hash again next time
     return digest
+
+
+def pinned_files(model_cfg) -> dict[str, dict]:
+    """``{file: {"sha256", "bytes"}}`` the model folder must match (``model.files``), or ``{}`` with
+    ``model.verify_files=false``."""
+    if not model_cfg.get("verify_files", True):
+        return {}
+    return {str(name): dict(pin) for name, pin in (model_cfg.get("files") or {}).items()}
+
+
+def pin_problems(model_dir: str | os.PathLike, pins: dict[str, dict], cache_dir=None) -> list[str]:
+    """One line per file of ``model_dir`` that differs from its pin: the size first (instant), then the sha256."""
+    d = Path(model_dir)
+    problems = []
+    for name, pin in pins.items():
+        path = d / name
+        if not path.is_file():
+            continue  # missing files are reported by check_model_dir / missing_files
+        size, want = path.stat().st_size, str(pin.get("sha256", "")).lower()
+        if pin.get("bytes") and size != int(pin["bytes"]):
+            problems.append(f"{path} is {size:,} bytes, the released file is {int(pin['bytes']):,} bytes")
+        elif want and (have := file_hash(path, cache_dir)) != want:
+            problems.append(f"{path} has sha256 {have[:12]}…, the released file has {want[:12]}…")
+    return problems
+
+
+PIN_HINT = (
+    "download it again (STAGE=fetch fetch.model=always), or, for another model folder on purpose "
+    "(e.g. an earlier run's merged model), set model.verify_files=false"
+)

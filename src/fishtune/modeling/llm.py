@@ -2,12 +2,15 @@
 
 We do not call Fish Speech's ``from_pretrained``: depending on the version it set up LoRA before or after
 loading weights (the upstream bug that trained adapters on a random base). Here loading is strict: every
-parameter must come from the checkpoint, or loading fails with the names that are missing.
+parameter must come from the checkpoint with its shape, or loading fails with the names that are missing or
+misshapen. Tensors the model does not use (the released ``model.pth`` carries some) are listed in one warning
+and ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch
 from fishtune.errors import InputError
 from fishtune.modeling.files import LLM_FILES, check_model_dir
 
+log = logging.getLogger("fishtune.model")
 DERIVED = ("freqs_cis", "causal_mask", "k_cache", "v_cache")
 
 
@@ -111,11 +115,21 @@ def load_llm(
             f"{d / 'model.pth'} does not match {d / 'config.json'}: {what}",
             hint="use a complete base model folder; a LoRA-only checkpoint is not a model",
         )
-    if unexpected:
+    adapters = [k for k in unexpected if "lora_" in k]
+    if adapters:  # ignoring them would silently drop a trained adapter
         raise InputError(
-            f"{d / 'model.pth'} has {len(unexpected)} tensors the model does not use (e.g. {unexpected[0]})",
-            hint="if this is a LoRA checkpoint, merge it first (merge stage)",
+            f"{d / 'model.pth'} holds {len(adapters)} unmerged LoRA tensors (e.g. {adapters[0]})",
+            hint="this is a LoRA checkpoint: merge it first (merge stage), or pass it as an adapter",
         )
+    if unexpected:  # the released model.pth carries ~15 MB more than its parameters; Fish Speech ignores them too
+        log.warning(
+            "%s: ignoring %d tensors the model does not use: %s",
+            d / "model.pth",
+            len(unexpected),
+            ", ".join(unexpected[:8]) + (", …" if len(unexpected) > 8 else ""),
+        )
+        for k in unexpected:
+            del weights[k]
     model.load_state_dict(weights, strict=True, assign=True)
     # Buffers that are not saved (RoPE tables, causal mask) were created on the meta device: rebuild them.
     _rebuild_buffers(model)

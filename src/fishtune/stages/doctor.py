@@ -152,6 +152,13 @@ def _check_model(rep: Report, cfg: DictConfig) -> dict:
         f"{cfg.model.name} at {d} ({baked}); model.pth sha256 {hashes['model.pth'][:12]}, "
         f"codec.pth sha256 {hashes['codec.pth'][:12]}",
     )
+    pins = files.pinned_files(cfg.model)
+    if pins:
+        problems = files.pin_problems(d, pins, Path(cfg.paths.cache))
+        if problems:
+            rep.add("released files", "FAIL", f"{problems[0]}: {files.PIN_HINT}")
+        else:
+            rep.add("released files", "ok", f"{', '.join(sorted(pins))} match the released {cfg.model.name}")
     try:
         from fishtune.modeling.llm import load_config, load_tokenizer
 

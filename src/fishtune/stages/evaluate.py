@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import audio, devices, text
+from fishtune import adapters, audio, devices, text
 from fishtune.errors import InputError, UsageError
 from fishtune.evaluation import asr, metrics, pick
 from fishtune.evaluation import report as report_mod
@@ -164,16 +164,11 @@ def build_items(cfg: DictConfig, notes: list[str]) -> tuple[list[Item], float]:
 
 def checkpoint_step(path: Path) -> int | None:
     try:
-        ck = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-    except Exception:
+        meta = adapters.load_file(path)
+    except InputError:
         return None
-    if isinstance(ck, dict):
-        if isinstance(ck.get("global_step"), int):
-            return ck["global_step"]
-        meta = ck.get("fishtune")
-        if isinstance(meta, dict) and isinstance(meta.get("step"), int):
-            return meta["step"]
-    return None
+    step = meta.get("global_step", (meta.get("fishtune") or {}).get("step"))
+    return step if isinstance(step, int) else None
 
 
 def plan_systems(cfg: DictConfig) -> list[System]:

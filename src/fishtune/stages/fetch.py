@@ -101,17 +101,21 @@ def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: 
     dest = Path(cfg.model.path)
     repo, revision = cfg.model.get("repo_id"), cfg.model.get("revision")
     missing = files.missing_files(dest) if dest.is_dir() else list(files.REQUIRED)
+    pins = files.pinned_files(cfg.model)
     if mode == "never" or (mode == "auto" and not missing):
+        problems = files.pin_problems(dest, pins, cfg.paths.cache) if mode == "auto" else []
+        if problems:
+            raise InputError(f"{problems[0]} (model.files pins the released {cfg.model.name})", hint=files.PIN_HINT)
         reason = "fetch.model=never" if mode == "never" else f"base weights present in {dest}"
-        return {"skipped": True, "reason": reason}
+        return {"skipped": True, "reason": reason} | ({"verified": sorted(pins)} if pins and mode == "auto" else {})
     if not repo:
         log.warning("model folder %s lacks %s and model.repo_id is not set: nothing to download", dest, missing)
         return {"skipped": True, "reason": "no model.repo_id"}
     log.info("downloading base weights %s@%s into %s (missing: %s)", repo, revision, dest, ", ".join(missing))
     clean_leftovers(dest)
-    pins = dict(_opt(cfg, "fetch.model_sha256", {}) or {})
+    sums = {name: pin["sha256"] for name, pin in pins.items() if pin.get("sha256")}
     out = hub.download_model(
-        str(repo), str(revision) if revision else None, dest, token, cache_dir=cache_dir, endpoint=endpoint, sha256=pins
+        str(repo), str(revision) if revision else None, dest, token, cache_dir=cache_dir, endpoint=endpoint, sha256=sums
     )
     return {k: v for k, v in out.items() if k != "sha256"} | {"model.pth_sha256": out["sha256"].get("model.pth")}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import faults, lora, modelcard
+from fishtune import adapters, faults, lora, modelcard
 from fishtune.errors import InputError, StageFailed
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
@@ -31,7 +31,6 @@ from fishtune.runstate import (
     sha256_json,
     write_json_atomic,
 )
-from fishtune.stages.train import lora_settings
 from fishtune.training import checkpoints
 from fishtune.training import forward as fw
 
@@ -134,11 +133,11 @@ def run(cfg: DictConfig) -> dict:
     clean_leftovers(out_dir)  # temp folders of a killed merge
     base_dir = Path(cfg.model.path)
     log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
-    weights = checkpoints.read_lora(ckpt)
+    adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
+    adapters.check_base(adapter, base_dir, cfg.paths.cache, bool(cfg.lora.allow_other_base))
     model = load_llm(base_dir)
     base_sd = {k: v.clone() for k, v in model.state_dict().items()}
-    lora.apply_lora(model, lora_settings(cfg))
-    lora.load_lora_state_dict(model, weights, source=str(ckpt))
+    adapters.attach(model, adapter)  # r, alpha, targets from the adapter file, not the current config
     batch = probe_batch(cfg, model)
     ref_tok, ref_cb = outputs(model, batch)
     merged = lora.merged_state_dict(model)
@@ -163,14 +162,17 @@ def run(cfg: DictConfig) -> dict:
             "fish_speech_loader": True,
             "probe_tokens": int((~batch["key_padding_mask"]).sum()),
         }
-        settings = OmegaConf.to_container(cfg.lora)
-        (tmp / "README.md").write_text(modelcard.render(run_dir, str(cfg.model.name), settings, str(ckpt), validation))
+        settings = adapter.settings.to_dict()
+        card = modelcard.render(run_dir, str(cfg.model.name), settings, str(ckpt), validation, cfg.model.get("license"))
+        (tmp / "README.md").write_text(card)
         write_json_atomic(
             tmp / "state.json",
             {
                 "base_model": str(base_dir),
                 "checkpoint": str(ckpt),
                 "lora": settings,
+                "base": adapter.base,
+                "license": cfg.model.get("license"),
                 "validation": validation,
                 "sha256": {"model.pth": sha256_file(tmp / "model.pth")},
             },

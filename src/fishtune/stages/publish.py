@@ -3,9 +3,9 @@
 A no-op unless ``publish.repo_id`` is set (so ``STAGE=all`` stays offline). The repository is assembled in
 ``<run>/publish/`` first (hard links, replaced atomically), so what is uploaded can be inspected:
 
-    README.md               model card: base model, data hours, steps, losses, licence note (use is restricted)
+    README.md               model card: base model, data hours, steps, losses, the base model's licence (inherited)
     model.pth config.json tokenizer.tiktoken special_tokens.json codec.pth   the merged model (Fish Speech layout)
-    lora/lora.pth lora/adapter.json      the adapter alone and its settings
+    lora/lora.pth lora/adapter.json      the merged adapter alone, its settings and base (read from the adapter file)
     samples/*.wav samples/index.jsonl    synthesized examples (when the synthesize stage ran)
     report/...                           the evaluation report (when it exists)
     training/metrics.jsonl training/summary.json training/merge.json training/summary_run.json
@@ -22,9 +22,9 @@ import re
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from fishtune import hub, modelcard, redact, status
+from fishtune import adapters, hub, modelcard, redact, status
 from fishtune.errors import InputError
 from fishtune.runstate import RunState, atomic_dir, clean_leftovers, link_or_copy, sha256_json
 
@@ -42,15 +42,29 @@ def _base_commit(cfg: DictConfig) -> str | None:
     return found.group(1) if found else cfg.model.get("revision")
 
 
+def _merged_adapter(run_dir: Path, model_dir: Path) -> adapters.Adapter:
+    """The adapter the merged model was made from (``model/state.json``), else ``train/lora.pth``."""
+    merged_from = _json(model_dir / "state.json").get("checkpoint")
+    path = Path(merged_from) if merged_from and Path(merged_from).exists() else run_dir / "train" / "lora.pth"
+    if not path.exists():
+        raise InputError(f"no trained adapter {path}", hint="run the train stage first (STAGE=train)")
+    return adapters.read(path)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     """Build ``<run>/publish/`` (atomically); returns it and the list of files in it."""
     run_dir = Path(cfg.run_dir)
     model_dir = Path(cfg.merge.output)
     if not (model_dir / "model.pth").is_file():
         raise InputError(f"no merged model in {model_dir}", hint="run the merge stage first (STAGE=merge)")
-    lora = run_dir / "train" / "lora.pth"
-    if not lora.is_file():
-        raise InputError(f"no trained adapter {lora}", hint="run the train stage first (STAGE=train)")
+    adapter = _merged_adapter(run_dir, model_dir)
     out = run_dir / "publish"
     with atomic_dir(out) as tmp:
         for p in sorted(model_dir.iterdir()):
@@ -58,9 +72,9 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
                 link_or_copy(p, tmp / p.name)
         if (model_dir / "state.json").is_file():
             link_or_copy(model_dir / "state.json", tmp / "training" / "merge.json")
-        link_or_copy(lora, tmp / "lora" / "lora.pth")
-        adapter = {"lora": OmegaConf.to_container(cfg.lora), "base_model": cfg.model.get("repo_id") or cfg.model.name}
-        (tmp / "lora" / "adapter.json").write_text(json.dumps(adapter, indent=2) + "\n", encoding="utf-8")
+        record = adapters.record(adapter.settings, adapter.base, adapter.step, license=cfg.model.get("license"))
+        adapters.save(tmp / "lora" / "lora.pth", adapter.weights, record)
+        (tmp / "lora" / "adapter.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         samples = Path(cfg.synthesize.output)
         if samples.is_dir():
             for p in sorted(samples.iterdir()):
@@ -87,8 +101,9 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
             base_revision=_base_commit(cfg),
             base_name=str(cfg.model.name),
             language=cfg.recipe.get("language"),
-            lora_settings=OmegaConf.to_container(cfg.lora),
+            lora_settings=adapter.settings.to_dict(),
             files=["README.md", *listed],
+            license_id=cfg.model.get("license"),
             cost=status.money(run_cost) + " (GPU_HOURLY_USD x hours)" if isinstance(run_cost, float) else None,
         )
         (tmp / "README.md").write_text(redact.redact(card), encoding="utf-8")
@@ -100,6 +115,16 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     return out, ["README.md", *listed]
 
 
+def _warn_public(cfg: DictConfig) -> None:
+    lic = cfg.model.get("license")
+    log.warning(
+        "publish.private=false: the repo will be public. The base model %s is licensed %s; the fine-tune inherits "
+        "it (see the model card): publish it only under those terms",
+        cfg.model.get("repo_id") or cfg.model.name,
+        modelcard.LICENCES.get(str(lic).lower(), (lic or "under its own terms",))[0],
+    )
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.time()
     p = cfg.get("publish") or {}
@@ -108,6 +133,8 @@ def run(cfg: DictConfig) -> dict:
         log.info("publish: no publish.repo_id set, nothing uploaded (set publish.repo_id=<user>/<name> to publish)")
         return {"skipped": True, "reason": "no publish.repo_id"}
     run_dir = Path(cfg.run_dir)
+    if not bool(p.get("private", True)):
+        _warn_public(cfg)
     clean_leftovers(run_dir / "publish")
     folder, listed = assemble(cfg, str(repo_id))
     size = sum((folder / f).stat().st_size for f in listed)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from fishtune import audio, devices, lora, text
+from fishtune import adapters, audio, devices, lora, text
 from fishtune.errors import InputError, StageFailed, UsageError
 from fishtune.modeling import codec as codec_mod
 from fishtune.modeling.llm import load_llm
@@ -60,19 +60,16 @@ def load_model(cfg: DictConfig, which: str, checkpoint: str | os.PathLike | None
         return load_llm(folder), folder
     if which not in ("lora", "base"):
         raise UsageError(f"unknown synthesize.model '{which}'", hint="use merged, lora or base")
-    model = load_llm(cfg.model.path)
-    if which == "lora":
-        from fishtune.stages.merge import resolve_checkpoint
-        from fishtune.stages.train import lora_settings
-        from fishtune.training.checkpoints import read_lora
+    if which == "base":
+        return load_llm(cfg.model.path), Path(cfg.model.path)
+    from fishtune.stages.merge import resolve_checkpoint
 
-        ckpt = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(cfg)
-        lora.apply_lora(model, lora_settings(cfg))
-        lora.load_lora_state_dict(model, read_lora(ckpt), source=str(ckpt))
-        merged = lora.merged_state_dict(model)
-        model = load_llm(cfg.model.path)  # plain layers again, with the adapter folded in (faster generation)
-        model.load_state_dict(merged, strict=True)
-        log.info("using base model + LoRA %s (not merged on disk)", ckpt)
+    ckpt = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(cfg)
+    adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
+    model = adapters.load_with_adapter(cfg.model.path, adapter, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    lora.fold(model)  # plain layers with the adapter folded in: generation at the base model's speed
+    s = adapter.settings
+    log.info("using base model + LoRA %s (r=%d, alpha=%g; not merged on disk)", ckpt, s.r, s.alpha)
     return model, Path(cfg.model.path)
 
 

@@ -24,18 +24,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import devices, lora
+from fishtune import adapters, devices, lora
 from fishtune.errors import StageFailed, UsageError
 from fishtune.modeling.llm import load_llm
-from fishtune.runstate import RunState, atomic_path, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, sha256_json, write_json_atomic
 from fishtune.training import checkpoints, memory
 from fishtune.training import forward as fw
+from fishtune.training.precision import trainer_args
 
 log = logging.getLogger("fishtune.train")
-
-
-def lora_settings(cfg: DictConfig) -> lora.LoraSettings:
-    return lora.LoraSettings(r=int(cfg.lora.r), alpha=float(cfg.lora.alpha), dropout=float(cfg.lora.dropout))
 
 
 def choose_precision(name: str, device: torch.device) -> str:
@@ -62,7 +59,21 @@ def check_options(t: DictConfig) -> None:
         )
 
 
-def build_model(cfg: DictConfig, max_length: int):
+def adapter_settings(cfg: DictConfig) -> tuple[lora.LoraSettings, adapters.Adapter | None]:
+    """The LoRA settings of this run: the config's, or (``train.init_lora``) the earlier adapter's r/alpha/targets,
+    checked against the base it was trained on."""
+    settings = lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora))
+    if not cfg.train.init_lora:
+        return settings, None
+    init = adapters.read(cfg.train.init_lora, fallback=settings)
+    adapters.check_base(init, cfg.model.path, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    built = init.settings
+    if (built.r, built.alpha, built.targets) != (settings.r, settings.alpha, settings.targets):
+        log.warning("train.init_lora: using its r=%d alpha=%g (not lora.r/lora.alpha)", built.r, built.alpha)
+    return lora.LoraSettings(built.r, built.alpha, settings.dropout, built.targets), init
+
+
+def build_model(cfg: DictConfig, max_length: int, settings: lora.LoraSettings, init: adapters.Adapter | None):
     """Load the base model, set up LoRA, prove the base weights survived, optionally load an earlier LoRA."""
     model = load_llm(cfg.model.path)
     if max_length > model.config.max_seq_len:
@@ -71,7 +82,7 @@ def build_model(cfg: DictConfig, max_length: int):
             hint=f"use train.max_length<={model.config.max_seq_len}",
         )
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    wrapped = lora.apply_lora(model, lora_settings(cfg))
+    wrapped = lora.apply_lora(model, settings)
     after = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
     changed = [k for k in before if k not in after or not torch.equal(before[k], after[k])]
     if changed or set(after) != set(before):
@@ -81,19 +92,18 @@ def build_model(cfg: DictConfig, max_length: int):
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     log.info(
-        "LoRA r=%d alpha=%g on %d layers: %.2fM trainable of %.1fM parameters (%.2f%%); base weights verified "
-        "unchanged",
-        cfg.lora.r,
-        cfg.lora.alpha,
+        "LoRA r=%d alpha=%g on %d layers: %.2fM trainable (fp32) of %.1fM parameters (%.2f%%); base weights "
+        "verified unchanged",
+        settings.r,
+        settings.alpha,
         len(wrapped),
         n_train / 1e6,
         n_all / 1e6,
         100 * n_train / n_all,
     )
-    if cfg.train.init_lora:
-        weights = checkpoints.read_lora(cfg.train.init_lora)
-        lora.load_lora_state_dict(model, weights, source=str(cfg.train.init_lora))
-        log.info("incremental training: LoRA initialised from %s", cfg.train.init_lora)
+    if init is not None:
+        lora.load_lora_state_dict(model, init.weights, source=str(init.source))
+        log.info("incremental training: LoRA initialised from %s", init.source)
     return model
 
 
@@ -180,7 +190,10 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(int(t.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    model = build_model(cfg, int(t.max_length))
+    settings, init = adapter_settings(cfg)
+    model = build_model(cfg, int(t.max_length), settings, init)
+    base = adapters.base_identity(cfg.model.path, str(cfg.model.name), cfg.model.get("repo_id"), cfg.paths.cache)
+    record = adapters.record(settings, base, license=cfg.model.get("license"))
     fw.use_sdpa_everywhere(model)
     tok, nc = model.tokenizer, model.config.num_codebooks
     train_groups = load_groups(run_dir / "packed" / "train", nc)
@@ -250,8 +263,6 @@ def run(cfg: DictConfig) -> dict:
         "warmup_steps": int(t.warmup_steps),
         "max_steps": int(t.max_steps),
         "scheduler": str(t.scheduler),
-        "lora": OmegaConf.to_container(cfg.lora),
-        "base_model": str(cfg.model.path),
     }
     model.train()
     module = LoraModule(
@@ -262,6 +273,7 @@ def run(cfg: DictConfig) -> dict:
         memory_fraction=float(t.memory_fraction),
         memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
         probe_batch=lambda: probe_batch(model, train_stream(0)),
+        adapter_record=record,
     )
     journal = MetricsJournal(train_dir / "metrics.jsonl", int(t.log_every), int(t.max_steps))
     callbacks = [
@@ -302,10 +314,11 @@ def run(cfg: DictConfig) -> dict:
             )
         )
     val_batches = int(t.val_batches) or 1.0
+    prec = trainer_args(precision)  # bf16-true: a bf16 base under fp32 adapters
     trainer = L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=[device.index or 0] if device.type == "cuda" else 1,
-        precision=precision,
+        precision=prec.get("precision"),
         max_steps=int(t.max_steps),
         val_check_interval=int(t.val_every),
         check_val_every_n_epoch=None,
@@ -315,7 +328,7 @@ def run(cfg: DictConfig) -> dict:
         accumulate_grad_batches=int(t.accumulate),
         callbacks=callbacks,
         logger=TensorBoardLogger(str(train_dir), name="tensorboard", version=""),
-        plugins=[checkpoints.AtomicCheckpointIO()],
+        plugins=[checkpoints.AtomicCheckpointIO(), *prec["plugins"]],
         default_root_dir=str(train_dir),
         log_every_n_steps=int(t.log_every),
         enable_progress_bar=False,  # StepProgress shows steps with an ETA instead
@@ -340,9 +353,8 @@ def run(cfg: DictConfig) -> dict:
     last = ckpt_dir / f"step_{trainer.global_step:09d}.ckpt"
     if not last.is_file():  # e.g. stopped early between two periodic checkpoints: keep the exact end state
         trainer.save_checkpoint(str(last))
-    final = lora.lora_state_dict(model)
-    with atomic_path(train_dir / "lora.pth") as tmp:
-        torch.save({"state_dict": final, "fishtune": opt | {"step": trainer.global_step}}, tmp)
+    final = {k: v.float() for k, v in lora.lora_state_dict(model).items()}
+    adapters.save(train_dir / "lora.pth", final, record | {"step": trainer.global_step, "training": opt})
     stopped_early = trainer.global_step < int(t.max_steps)
     best = callbacks[1].best_model_score
     summary = {

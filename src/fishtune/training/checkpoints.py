@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic saves, finding the newest intact one, reading LoRA weights out of them."""
+"""Checkpoint files: atomic saves and finding the newest intact one (reading adapters: :mod:`fishtune.adapters`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from fishtune.errors import InputError, StageFailed
+from fishtune.errors import StageFailed
 from fishtune.runstate import atomic_path
 
 log = logging.getLogger("fishtune.train")
@@ -55,7 +55,7 @@ def list_steps(folder: Path) -> list[Path]:
 
 def is_intact(path: Path) -> bool:
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         return isinstance(ckpt, dict) and "state_dict" in ckpt and "global_step" in ckpt
     except Exception:
         return False
@@ -70,32 +70,3 @@ def newest_intact(folder: Path) -> Path | None:
         os.replace(path, bad)
         log.warning("checkpoint %s is corrupt (half-written?): moved to %s, using the previous one", path, bad.name)
     return None
-
-
-def read_lora(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """LoRA tensors from a Lightning checkpoint, a fishtune ``lora.pth`` or upstream's LoRA checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        cands = [path / "lora.pth"] if (path / "lora.pth").is_file() else []
-        ckdir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        intact = newest_intact(ckdir) if not cands else None
-        if intact is not None:
-            cands = [intact]
-        if not cands:
-            raise InputError(
-                f"no LoRA weights (lora.pth or step_*.ckpt) in {path}",
-                hint="point at a train/ folder, a .ckpt or a lora.pth",
-            )
-        path = cands[0]
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise InputError(
-            f"cannot read LoRA weights {path}: {str(err).splitlines()[0]}",
-            hint="the file is corrupt; use another checkpoint",
-        ) from err
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
-    out = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in sd.items() if "lora_" in k}
-    if not out:
-        raise InputError(f"{path} holds no LoRA weights", hint="use a checkpoint written by the train stage")
-    return out

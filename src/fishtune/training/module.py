@@ -39,6 +39,7 @@ class LoraModule(L.LightningModule):
         memory_fraction: float = 0.9,
         memory_limit_gb: float | None = None,
         probe_batch: Callable[[], dict] | None = None,
+        adapter_record: dict | None = None,
     ):
         """``gradient_checkpointing="auto"``: at the start of fit, probe steps on ``probe_batch()`` pick the fewest
         checkpointed layers that fit ``memory_fraction`` of the GPU, at most ``memory_limit_gb``
@@ -52,6 +53,7 @@ class LoraModule(L.LightningModule):
         self.ce_chunk = ce_chunk
         self.memory_fraction, self.memory_limit_gb = memory_fraction, memory_limit_gb
         self.probe_batch = probe_batch
+        self.adapter_record = adapter_record or {}  # fishtune.adapters.record(): saved in every checkpoint
         self.memory_plan: dict | None = None
         self.strict_loading = False  # checkpoints hold LoRA weights only; on_load_checkpoint checks them
         self._t_last = None
@@ -144,7 +146,7 @@ class LoraModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "lora_" in k}
-        checkpoint["fishtune"] = {"lora": self.opt.get("lora", {}), "base_model": self.opt.get("base_model")}
+        checkpoint["fishtune"] = self.adapter_record  # how to use this adapter, and on which base
 
     def on_load_checkpoint(self, checkpoint):
         lora.load_lora_state_dict(self.model, checkpoint["state_dict"], source="the resumed checkpoint")
