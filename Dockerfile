@@ -76,6 +76,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 ########## weights: nothing (the fetch stage downloads into the /cache volume at run time) ...
 FROM deps AS weights-none
+LABEL org.opencontainers.image.licenses="Apache-2.0"
 
 ########## ... or the base weights baked in at a pinned revision, sha256 of every file in SHA256SUMS
 FROM deps AS weights-openaudio-s1-mini
@@ -94,7 +95,11 @@ RUN --mount=type=secret,id=hf_token \
       --dest /opt/models/openaudio-s1-mini --token-file /run/secrets/hf_token \
       --cache-dir /root/.cache/huggingface/hub
 ENV FISHTUNE_MODEL=/opt/models/openaudio-s1-mini
-LABEL io.github.fishtune.weights="${WEIGHTS_REPO}@${WEIGHTS_REVISION}"
+# The image carries the weights, so it is bound by their licence (non-commercial, share-alike), not only the code's.
+LABEL io.github.fishtune.weights="${WEIGHTS_REPO}@${WEIGHTS_REVISION}" \
+      org.opencontainers.image.licenses="CC-BY-NC-SA-4.0" \
+      io.github.fishtune.weights-license="CC-BY-NC-SA-4.0" \
+      io.github.fishtune.code-license="Apache-2.0"
 
 ########## app: our code (seconds to rebuild)
 # hadolint ignore=DL3006
@@ -123,7 +128,6 @@ LABEL org.opencontainers.image.title="fishtune" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.github.fishtune.weights-baked="${WEIGHTS}" \
       io.github.fishtune.torch="${TORCH_VERSION}" \

@@ -19,8 +19,12 @@ IMAGE       ?= localhost/fishtune:dev
 # auto: `make test` also builds the image and smoke-tests it inside when buildah is installed (and no
 # PYTEST_ARGS narrow the run); 0: never; 1: always (with docker or buildah)
 IMAGE_TEST  ?= auto
+# auto: `make test` ends with `make rehearse` (full-size s1-mini shapes through every stage, ~15 min on 2 cores)
+# unless PYTEST_ARGS narrow the run; 0: never; 1: always
+REHEARSE    ?= auto
+REHEARSAL   := build/rehearsal
 
-.PHONY: bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
+.PHONY: rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -65,6 +69,12 @@ test: install ## the test suite (CPU); where buildah is installed, first the ima
 	  echo "image build + smoke test skipped (IMAGE_TEST=$(IMAGE_TEST); needs buildah: apt-get install buildah debootstrap)"
 	fi
 	$(PY) -m pytest $(PYTEST_ARGS)
+	if [ "$(REHEARSE)" = 1 ] || { [ "$(REHEARSE)" = auto ] && [ -z "$(PYTEST_ARGS)" ]; }; then
+	  $(MAKE) --no-print-directory rehearse
+	fi
+
+rehearse: install ## every stage on a random full-size s1-mini (bf16, real files and sizes) on the CPU: $(REHEARSAL)/rehearsal.json
+	$(PY) -m fishtune.rehearsal --dir $(REHEARSAL)
 
 lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonschema (GitHub workflows)
 	$(VENV)/bin/ruff check src tests bench entrypoint.py docker

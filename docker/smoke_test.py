@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         for key, want in EXPECTED_ENV.items():
             c.check(f"env {key}", env.get(key) == want, str(env.get(key)))
         labels = cfg.get("Labels") or {}
+        if not args.baked:
+            lic = labels.get("org.opencontainers.image.licenses")
+            c.check("licence label (code only, no weights)", lic == "Apache-2.0", str(lic))
         missing = [k for k in EXPECTED_LABELS if not labels.get(k)]
         c.check(
             "OCI labels",
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 "baked: weights label", "@" in ref and labels.get("io.github.fishtune.weights-baked") != "none", ref
             )
             c.check("baked: FISHTUNE_MODEL points at them", env.get("FISHTUNE_MODEL") == model_dir)
+            lic = labels.get("org.opencontainers.image.licenses")
+            c.check("baked: labelled with the weights' licence", lic == "CC-BY-NC-SA-4.0", str(lic))
             p = img.run(
                 ["sh", "-c", f"cd {model_dir} && sha256sum -c --quiet SHA256SUMS && cat WEIGHTS_SOURCE"],
                 {},

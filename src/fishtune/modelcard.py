@@ -59,7 +59,8 @@ def render(
         f"- Validation loss (held-out clips): base {_fmt(train.get('baseline', {}).get('base_val_loss'))}, "
         f"best {_fmt(train.get('best_val_loss'))}",
         f"- Adapter: `{checkpoint}`",
-        f"- Merge check: max |merged - (base + LoRA)| output difference {validation.get('max_abs_diff', '?')}",
+        f"- Merge check: max |merged - (base + LoRA)| output difference {validation.get('max_rel_diff', '?')} "
+        f"of the outputs' magnitude (tolerance {validation.get('rtol', '?')})",
         "",
         "Files: `model.pth`, `config.json`, `tokenizer.tiktoken`, `special_tokens.json` (Fish Speech's layout), "
         "`codec.pth`.",

@@ -10,7 +10,7 @@ Writes ``rehearsal.json``: per stage the exit code, wall time and peak RSS (the 
 ``wait4``), the file sizes next to the released ones, the adapter and merged weights' dtypes and the merge
 validation's errors. Exit 0 when every stage passed.
 
-    python -m fishtune.rehearsal [--dir build/rehearsal] [--clips 6]
+    python -m fishtune.rehearsal [--dir build/rehearsal] [--clips 6] [--from STAGE]
 """
 
 from __future__ import annotations
@@ -124,19 +124,24 @@ def outputs(model: Path, run: Path) -> dict:
     }
 
 
-def rehearse(root: Path, clips: int) -> dict:
+def rehearse(root: Path, clips: int, start: str | None = None) -> dict:
+    """The chain on a fresh run; ``start``: keep the run and the figures of the stages before ``start``."""
     from fishtune.runstate import write_json_atomic
     from fishtune.stages import CHAIN
 
     model, data = prepare_inputs(root, clips)
     runs = root / "runs"
-    shutil.rmtree(runs / "rehearsal", ignore_errors=True)  # a fresh run each time: every stage does its work
+    stages: dict[str, dict] = {}
+    if start:
+        before = json.loads((root / "rehearsal.json").read_text())["stages"]
+        stages = {name: before[name] for name in CHAIN[: CHAIN.index(start)]}
+    else:
+        shutil.rmtree(runs / "rehearsal", ignore_errors=True)  # a fresh run each time: every stage does its work
     (root / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FISHTUNE_DATA": str(data), "FISHTUNE_RUNS": str(runs), "FISHTUNE_CACHE": str(root / "cache")}
     env |= {"FISHTUNE_MODEL": str(model), "RUN_NAME": "rehearsal", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
     env.pop("STAGE", None)
-    stages: dict[str, dict] = {}
-    for stage in CHAIN:
+    for stage in CHAIN[len(stages) :]:
         print(f"rehearse: {stage} ...", flush=True)
         stages[stage] = run_stage(stage, env, root / "logs" / f"{stage}.log")
         print(f"rehearse: {stage}: {_line(stages[stage])}", flush=True)
@@ -163,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="build/rehearsal", help="model, data, runs and rehearsal.json (cached)")
     ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--from", dest="start", help="rerun from this stage, keeping the earlier stages' run and figures")
     args = ap.parse_args(argv)
     root = Path(args.dir).resolve()
-    result = rehearse(root, args.clips)
+    result = rehearse(root, args.clips, args.start)
     print(json.dumps({k: result[k] for k in ("bytes", "dtypes", "merge_validation")}, indent=2))
     print(f"rehearse: {'passed' if result['passed'] else 'FAILED'}; {root / 'rehearsal.json'}")
     return 0 if result["passed"] else 1

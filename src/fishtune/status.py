@@ -343,7 +343,7 @@ def describe(name: str, r: Any, run_dir: Path | None) -> str:
             return f"train/lora.pth ({r['steps']} steps{loss}{', stopped early' if r.get('stopped_early') else ''})"
         if name == "merge":
             out = _rel(r.get("output", "model"), run_dir)
-            return f"{out}/ (merged, validated: max output diff {r.get('max_abs_diff', '?')})"
+            return f"{out}/ (merged, validated: max output diff {r.get('max_rel_diff', '?')})"
         if name == "synthesize":
             return f"{_rel(r['output'], run_dir)}/ ({r['wavs']} wavs, {r['audio_seconds']:.1f} s of audio)"
         if name == "publish":

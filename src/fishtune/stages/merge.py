@@ -3,7 +3,8 @@
 Validation (each one fails the stage):
 1. every adapted weight changed by exactly ``s·BA`` (the LoRA product; ``(BA)ᵀ`` for embeddings) and every other
    tensor is bit-identical to the base — "differs from the base" alone would pass a broken merge;
-2. the merged model's outputs equal the base+LoRA model's outputs on held-out data, within ``merge.rtol``;
+2. the merged model's outputs equal the base+LoRA model's outputs on held-out data, within ``merge.rtol`` of
+   the output's magnitude for the weights' dtype (bf16 weights: the one rounding of ``W + s·BA`` to bf16);
 3. the written folder loads through fishtune's strict loader *and* Fish Speech's own ``from_pretrained``, and
    both give the same outputs.
 """
@@ -90,7 +91,7 @@ def outputs(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
-    """Max abs difference, checked against ``rtol`` times the magnitude of the outputs."""
+    """Max abs difference relative to the outputs' magnitude, checked against ``rtol``."""
     diff = float((a - b).abs().max())
     scale = float(b.abs().max()) or 1.0
     if diff > rtol * scale:
@@ -98,7 +99,15 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> float:
             f"merged model output differs from base+LoRA by {diff:.3g} (> {rtol:g} x {scale:.3g})",
             hint="report this: the merge is wrong",
         )
-    return diff
+    return diff / scale
+
+
+def tolerance(rtol: DictConfig, model) -> float:
+    """``merge.rtol`` for the dtype the weights are stored in (bf16 rounding of ``W + s·BA`` is inherent)."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if dtype not in rtol:
+        raise InputError(f"no merge.rtol for {dtype} weights", hint=f"add merge.rtol.{dtype}=<tolerance>")
+    return float(rtol[dtype])
 
 
 @torch.no_grad()
@@ -151,13 +160,14 @@ def run(cfg: DictConfig) -> dict:
         for name in COPIED:
             if (base_dir / name).is_file():
                 link_or_copy(base_dir / name, tmp / name, copy=shutil.copy2)
-        rtol = float(cfg.merge.rtol)
+        rtol = tolerance(cfg.merge.rtol, model)
         ours = load_llm(tmp)
         diff_ours = max(_close(a, b, rtol) for a, b in zip(outputs(ours, batch), (ref_tok, ref_cb), strict=True))
         diff_fish = _check_with_fish_speech(tmp, batch, (ref_tok, ref_cb), rtol)
         validation = {
             **deltas,
-            "max_abs_diff": round(max(diff_ours, diff_fish), 8),
+            "max_rel_diff": round(max(diff_ours, diff_fish), 8),
+            "rel_diff": {"fishtune_loader": round(diff_ours, 8), "fish_speech_loader": round(diff_fish, 8)},
             "rtol": rtol,
             "fish_speech_loader": True,
             "probe_tokens": int((~batch["key_padding_mask"]).sum()),
@@ -179,11 +189,13 @@ def run(cfg: DictConfig) -> dict:
         )
     log.info(
         "merge: %d adapted tensors (%d changed), weight deltas equal the LoRA products (max error %.2g), "
-        "outputs match base+LoRA (max diff %.2g), loads in Fish Speech's own loader -> %s",
+        "outputs match base+LoRA (max diff %.2g of the outputs' magnitude, tolerance %g), loads in Fish Speech's "
+        "own loader -> %s",
         deltas["adapted_tensors"],
         deltas["nonzero_deltas"],
         deltas["max_delta_error"],
-        validation["max_abs_diff"],
+        validation["max_rel_diff"],
+        rtol,
         out_dir,
     )
     RunState(run_dir).record(
