@@ -295,7 +295,9 @@ _COMPOUND_RE = re.compile(r"(?<![\w.,])(?P<int>[0-9]+)-(?P<word>[a-zåäö][^\W\
 _FRACTION_RE = re.compile(r"(?<![\w.,/])(?P<a>[0-9]+)/(?P<b>[0-9]+)(?![\w/]|[.,][0-9])")
 _RANGE_RE = re.compile(r"(?<![\w.,–-])(?P<a>[0-9]+)(?P<dash> ?– ?|-)(?P<b>[0-9]+)(?!\w|[.,:/][0-9]|:\w|[–-][0-9])")
 _SECTION_AFTER_RE = re.compile(r"(?<![\w.,])(?P<int>[0-9]+) ?§(?::(?P<suf>[^\W\d_]+))?")
-_SECTION_BEFORE_RE = re.compile(r"(?P<signs>§§?)(?::(?P<suf>[^\W\d_]+))? ?(?=[0-9])")
+_SECTION_BEFORE_RE = re.compile(
+    r"(?P<signs>§§?)(?::(?P<suf>[^\W\d_]+))? ?(?P<num>[0-9]+(?:[–-][0-9]+)?)(?::(?P<nsuf>[^\W\d_]+))?"
+)
 _PAGE_RE = re.compile(r"(?<!\w)(?P<abbr>[Ss]s?)\. ?(?P<num>[0-9]+(?:[–-][0-9]+)?)")
 _WORD_AFTER_RE = re.compile(r" (?P<w>[^\W\d_]+)")
 _WORD_BEFORE_RE = re.compile(r"(?P<w>[^\W\d_]+)\.? $")
@@ -536,9 +538,13 @@ def _sections(text: str) -> str:
 
     def before(m: re.Match[str]) -> str:
         if _word_before(m.string, m.start()).lower().startswith("pykäl"):
-            return ""
-        case = _suffix_case(m["suf"]) or NOM
-        return _noun("pykälä", (case[0], len(m["signs"]) == 2)) + " "
+            return m["num"]
+        # The ending belongs to the word "pykälä" whether written after the sign or the number.
+        case = _suffix_case(m["suf"]) or _suffix_case(m["nsuf"]) or NOM
+        if m["nsuf"] and not _suffix_case(m["nsuf"]):
+            return m.group(0)
+        plural = len(m["signs"]) == 2 or not m["num"].isdigit()
+        return f"{_noun('pykälä', (case[0], plural))} {m['num']}"
 
     return _SECTION_BEFORE_RE.sub(before, _SECTION_AFTER_RE.sub(after, text))
 
@@ -598,7 +604,7 @@ def _compounds(text: str) -> str:
     def replace(m: re.Match[str]) -> str:
         if not _readable(m["int"]) or int(m["int"]) >= LIMIT:
             return m.group(0)
-        return compound(int(m["int"])) + m["word"]
+        return compound(int(m["int"]), decade=m["word"].startswith(("luku", "luvu", "luvi"))) + m["word"]
 
     return _COMPOUND_RE.sub(replace, text)
 

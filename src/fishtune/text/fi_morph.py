@@ -77,8 +77,13 @@ def baseforms(word: str) -> frozenset[str]:
 def nominal_case(word: str) -> tuple[str, bool] | None:
     """(case, plural) of ``word`` as a common noun or adjective, or None when it is no such word, when
     its analyses disagree, or when Voikko is missing: "luokalla" -> ("ade", False)."""
-    found = set()
-    for a in analyze(word):
-        if a.get("CLASS") in NOMINAL_CLASSES and "PARTICIPLE" not in a and a.get("SIJAMUOTO") in VOIKKO_CASES:
-            found.add((VOIKKO_CASES[a["SIJAMUOTO"]], a.get("NUMBER") == "plural"))
+    nominal = [
+        a
+        for a in analyze(word)
+        if a.get("CLASS") in NOMINAL_CLASSES and "PARTICIPLE" not in a and a.get("SIJAMUOTO") in VOIKKO_CASES
+    ]
+    # A reading with a possessive suffix counts only when there is no other ("kerrokseen" is the
+    # illative of "kerros", not "kerto" + translative + possessive).
+    plain = [a for a in nominal if "POSSESSIVE" not in a] or nominal
+    found = {(VOIKKO_CASES[a["SIJAMUOTO"]], a.get("NUMBER") == "plural") for a in plain}
     return found.pop() if len(found) == 1 else None

@@ -10,9 +10,10 @@ plural-only nouns ("kolmet housut", "kaksissa häissä") and plural ordinals ("e
 
 Tables, not rules, hold the cardinal words: each base word lists its eleven singular and eleven plural
 forms. Ordinals other than "ensimmäinen" and "toinen" follow one pattern from their stem
-(kolma-s, kolma-nnen, kolma-tta, kolma-ntena, ...). The nominative output matches num2words
-(groups of thousands, millions, ... separated by a space: "tuhat kaksisataa"), so the old
-nominative readings do not change.
+(kolma-s, kolma-nnen, kolma-tta, kolma-ntena, ...). The nominative output matches num2words below two
+million (groups of thousands separated by a space: "tuhat kaksisataa"), so the old readings do not
+change; from two million on "miljoona", "miljardi" and "biljoona" are written apart as Finnish
+spelling has it ("kaksi miljoonaa", num2words: "kaksimiljoonaa").
 """
 
 from __future__ import annotations
@@ -154,8 +155,10 @@ def _groups(n: int) -> list[list[Part]]:
         count, n = divmod(n, size)
         if count == 1:
             groups.append([(word, "unit")])
-        elif count > 1:
+        elif count > 1 and size < 10**6:
             groups.append(_below_thousand(count) + [(word, "mult")])
+        elif count > 1:  # "miljoona" and up are nouns, written apart: "kaksi miljoonaa"
+            groups += [_below_thousand(count), [(word, "mult")]]
     if n:
         groups.append(_below_thousand(n))
     return groups
@@ -211,11 +214,11 @@ def ordinal(n: int, case: str = "nom", plural: bool = False) -> str:
     return " ".join(words)
 
 
-def compound(n: int) -> str:
+def compound(n: int, decade: bool = False) -> str:
     """``n`` as the first part of a compound word, without spaces: the decade of 1990 is
-    compound(1990) + "luku" == "tuhatyhdeksänsataayhdeksänkymmentäluku"; a final ten is "kymmen"
-    ("kaksituhattakymmenluku")."""
+    compound(1990, decade=True) + "luku" == "tuhatyhdeksänsataayhdeksänkymmentäluku"; in a decade a
+    final ten is "kymmen" ("kaksituhattakymmenluku")."""
     words = cardinal(n).replace(" ", "")
-    if n % 100 == 10:
+    if decade and n % 100 == 10:
         words = words[: -len("kymmenen")] + "kymmen"
     return words
