@@ -6,6 +6,8 @@ in place). A third column "xfail: <why>" marks a known gap; those run too and mu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,19 @@ def test_pair(text: str, expected: str) -> None:
 def test_pair_is_idempotent(text: str) -> None:
     once = normalize(text, "fi")
     assert normalize(once, "fi") == once
+
+
+def test_without_voikko_numbers_stay_nominative_and_the_log_says_so_once() -> None:
+    # A fresh interpreter in which the libvoikko binding cannot be imported (as on a machine without it).
+    code = (
+        "import logging, sys; sys.modules['libvoikko'] = None; logging.basicConfig(level=logging.WARNING)\n"
+        "from fishtune.text import normalize\n"
+        "print(normalize('Hän juoksi sen alle 10 sekunnissa.', 'fi'))\n"
+        "print(normalize('Olen 3. luokalla, klo 5 jälkeen.', 'fi'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert proc.stdout.splitlines() == [
+        "Hän juoksi sen alle kymmenen sekunnissa.",
+        "Olen kolmas luokalla, kello viiden jälkeen.",  # postpositions need no Voikko
+    ]
+    assert proc.stderr.count("Voikko is not available") == 1

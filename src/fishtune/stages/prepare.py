@@ -171,19 +171,7 @@ def run(cfg: DictConfig) -> dict:
     _remove_orphans(out, accepted)
     write_jsonl_atomic(out / "manifest.jsonl", accepted)
     write_jsonl_atomic(out / "rejected.jsonl", rejected)
-    per_speaker: dict[str, list[float]] = {}
-    for row in accepted:
-        per_speaker.setdefault(row["speaker"], []).append(row["duration"])
-    stats = {
-        "format": fmt,
-        "inputs": len(items),
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "durations": duration_stats([r["duration"] for r in accepted]),
-        "speakers": {spk: duration_stats(d) for spk, d in sorted(per_speaker.items())},
-        "normalizer": normalizer_stats(accepted),
-        "settings": settings,
-    }
+    stats = _stats(fmt, len(items), accepted, rejected, settings)
     write_json_atomic(out / "stats.json", stats)
     d = stats["durations"]
     log.info(
@@ -220,6 +208,22 @@ def run(cfg: DictConfig) -> dict:
         hours=d.get("hours", 0.0),
     )
     return stats
+
+
+def _stats(fmt: str, inputs: int, accepted: list[dict], rejected: list[dict], settings: dict) -> dict:
+    per_speaker: dict[str, list[float]] = {}
+    for row in accepted:
+        per_speaker.setdefault(row["speaker"], []).append(row["duration"])
+    return {
+        "format": fmt,
+        "inputs": inputs,
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "durations": duration_stats([r["duration"] for r in accepted]),
+        "speakers": {spk: duration_stats(d) for spk, d in sorted(per_speaker.items())},
+        "normalizer": normalizer_stats(accepted),
+        "settings": settings,
+    }
 
 
 def _collect(row: dict, item: formats.Item, accepted: list[dict], rejected: list[dict]) -> None:

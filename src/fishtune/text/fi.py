@@ -1,49 +1,52 @@
-"""Finnish text normalisation: numbers, dates, times, units and abbreviations written out as words.
+"""Finnish text normalisation: numbers, dates, times, units and abbreviations written out as words, numbers
+in the case their sentence needs.
 
 The TTS model is trained on text that matches what the speaker says, so digits and abbreviations are
 expanded the way they are usually read aloud. Punctuation (commas, full stops, question and
 exclamation marks) is kept because the model uses it for prosody.
 
-Rule order. Each step works on the output of the previous one; the order matters because the later
-number rules would otherwise eat the digits of dates, times and units:
+Rule order (:data:`RULES`; each step works on the output of the previous one, and the order matters because
+the later number rules would otherwise eat the digits of dates, times and units):
 
 1. :func:`fishtune.text.clean` (NFC, quotes, dashes, whitespace, control characters).
-2. ``n.`` directly before a number becomes ``noin`` ("n. 5" -> "noin 5").
-3. Clock times after ``klo``/``kello``: "klo 14.30" -> "kello neljätoista kolmekymmentä"; minutes
-   below ten are read "nolla <digit>".
-4. Dates ``d.m.yyyy`` and ``d.m.``: ordinal day, month name in the partitive, year as a cardinal.
-   Impossible dates (month 13, 31.4.) are left for the later number rules.
-5. Abbreviations (:data:`ABBREVIATIONS`) and ``&`` -> "ja", before the number rules so that the
-   digits they leave ("esim.7" -> "esimerkiksi 7") are still read. "mm." right after a number is
-   the unit millimetre and is left for step 6.
-6. A number followed by a unit, percent or currency sign (or a currency sign followed by a number):
-   "5 km" -> "viisi kilometriä", "1 %" -> "yksi prosentti" (exactly one takes the singular).
-7. Ordinals: a whole number, a full stop and a lowercase word: "3. päivä" -> "kolmas päivä". A
-   number and a full stop before a capital letter or the end of the text stay a cardinal and a
-   full stop.
-8. Digit groups joined by dots that were no date: a valid ``H.MM`` is read as a time without
-   "kello" ("18.30" -> "kahdeksantoista kolmekymmentä"), anything else part by part with "piste"
-   ("1.2.3" -> "yksi piste kaksi piste kolme").
-9. Remaining numbers: sign (``-``/``–``/``+`` attached to the digits and preceded by the start of
-   the text, a space or "("), decimal comma, thousands separated by spaces, plain integers.
-10. Runs of spaces collapse to one, both ends are stripped.
+2. ``noin``: "n." directly before a number ("n. 5" -> "noin 5").
+3. ``phone``: digit groups starting with "0" or "+" (7-15 digits) digit by digit ("040 123 4567").
+4. ``time``: "klo 14.30", "7:45"; minutes below ten are read "nolla <digit>".
+5. ``date``: ``d.m.yyyy`` and ``d.m.``: ordinal day, month in the partitive, year as a cardinal.
+6. ``section``: "5 §" -> "viides pykälä", "§ 5" -> "pykälä 5", "§§" -> "pykälät"; not read twice after
+   the word "pykälä" itself.
+7. ``page``: "s. 5" -> "sivu 5", "ss." and page ranges -> "sivut".
+8. ``abbreviation``: :data:`ABBREVIATIONS` and ``&``; "ns." agrees with its noun ("niin sanotulle").
+9. ``unit``: a number and a unit, percent or currency sign ("5 km" -> "viisi kilometriä").
+10. ``compound``: "1990-luvulla" -> "tuhatyhdeksänsataayhdeksänkymmentäluvulla", "5-vuotias".
+11. ``case_suffix``: a case ending after a colon ("5:n" -> "viiden", "10:ssä" -> "kymmenessä").
+12. ``ordinal``: a number, a full stop and a lowercase word ("3. luokalla" -> "kolmannella luokalla").
+13. ``fraction``: "5/5" -> "viisi viidestä".
+14. ``range``: "5–10 minuutissa" -> "viidessä–kymmenessä minuutissa".
+15. ``dotted``: "18.30" as a time, other dotted digit groups part by part with "piste".
+16. ``cardinal``: remaining numbers (sign, decimal comma, thousands separated by spaces).
+17. ``tidy``: runs of spaces collapse to one, both ends are stripped.
 
-Reading conventions: integers with a leading zero ("007", "0401234567") and integers longer than
+Case. Numbers are inflected with :mod:`fishtune.text.fi_numerals`; the case comes from
+:func:`_context_case`: a cardinal after a label noun ("vuonna 1985", "sivulla 5") stays nominative; a
+postposition after it (:data:`POSTPOSITIONS`: "klo 5 jälkeen" -> "kello viiden jälkeen") or a preposition
+before it (:data:`PREPOSITIONS`) decides; otherwise the number agrees with the common noun or adjective
+after it as Voikko analyses it, except that a cardinal before a singular nominative or partitive stays
+nominative ("kolme huonetta"). Proper names, participles, ambiguous analyses and a missing Voikko all
+leave the nominative.
+
+Reading conventions: integers with a leading zero ("007") and integers longer than
 :data:`MAX_CARDINAL_DIGITS` digits are read digit by digit. Decimal parts of one or two digits without
 a leading zero are read as a number ("2,50" -> "kaksi pilkku viisikymmentä"), others digit by digit
 ("3,05" -> "kolme pilkku nolla viisi").
 
-Not handled, on purpose (the text passes through unchanged or only partly expanded):
+Not handled, on purpose or not yet (the strict xfails of tests/data/fi_pairs.tsv):
 
-* inflected numbers and units are not inflected: the case ending decides the form of the number
-  word, so "5:n" is left as it is rather than read wrongly, "5 %:n" becomes "viisi %:n" and
-  "2000-luvulla" becomes "kaksituhatta-luvulla";
-* ranges are read number by number and keep their dash ("5–10" -> "viisi–kymmenen");
-* comma-separated digits without spaces ("1,2,3") are left as they are: neither a decimal nor a list
-  reading is safe;
-* ``t.`` ("tai") is not expanded: it clashes with initials, "t." for "terveisin" and other
-  single-letter abbreviations;
-* capitalised ``Mm.`` is not expanded because it is also the interjection "Mm.";
+* decimals and units with a case ending stay nominative ("5 %:lla" -> "viisi %:lla");
+* a date used as a time adverbial is not put in the essive ("5.6. Helsingissä" -> "viides kesäkuuta");
+* compounds use the plain nominative ("3-osainen" -> "kolmeosainen", not "kolmiosainen");
+* comma-separated digits without spaces ("1,2,3") are left as they are;
+* ``t.`` ("tai") and capitalised ``Mm.`` are not expanded (initials, the interjection "Mm.");
 * abbreviations that introduce something (esim., ns., prof., vs., ...) keep a full stop only at the
   end of the text, since a capital letter after them is normally a name, not a new sentence.
 
