@@ -221,3 +221,15 @@ def test_dispatch_unknown_language(language: str) -> None:
     assert excinfo.value.exit_code == 2
     assert f"unknown text normaliser '{language}'" in str(excinfo.value)
     assert "use one of: fi, none" in str(excinfo.value)
+
+
+def test_command_line_prints_the_normalised_text() -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fishtune.text", "fi", "-v", "Olen 3. luokalla."]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+    assert proc.stdout == "Olen kolmannella luokalla.\n"
+    assert proc.stderr == "rules: ordinal\n"
+    bad = subprocess.run([sys.executable, "-m", "fishtune.text", "sv", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown text normaliser 'sv'" in bad.stderr

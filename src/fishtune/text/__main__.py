@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("language", help=f"normaliser: {', '.join(n for n in NORMALIZERS if n)}")
     parser.add_argument("text", nargs="*", help="text to normalise (default: lines from stdin)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the rules that fired on stderr")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     lines = [" ".join(args.text)] if args.text else sys.stdin.read().splitlines()
     try:
         for line in lines:
