@@ -27,12 +27,13 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1
 # ffmpeg: torchcodec loads its shared libraries (FFmpeg 4-7); libpython3.X: torchcodec's custom ops link
 # against the shared libpython, which Debian/Ubuntu's python3 does not pull in; libsndfile: soundfile;
-# espeak-ng: the demo dataset and the in-image smoke test (optional: --build-arg WITH_ESPEAK=0).
+# espeak-ng: the demo dataset and the in-image smoke test (optional: --build-arg WITH_ESPEAK=0);
+# libvoikko1 + voikko-fi: Finnish morphology for the text normaliser (case agreement of numbers).
 # hadolint ignore=DL3008
 RUN espeak="" \
  && if [ "$WITH_ESPEAK" = 1 ]; then espeak="espeak-ng"; fi \
  && apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ffmpeg libsndfile1 python3 ${espeak:+"$espeak"} \
+ && apt-get install -y --no-install-recommends ca-certificates ffmpeg libsndfile1 libvoikko1 voikko-fi python3 ${espeak:+"$espeak"} \
  && apt-get install -y --no-install-recommends "libpython$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
  && rm -rf /var/lib/apt/lists/* \
  && if getent passwd "$APP_UID" >/dev/null; then userdel --remove "$(getent passwd "$APP_UID" | cut -d: -f1)"; fi \

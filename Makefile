@@ -12,7 +12,7 @@ UV          := $(PYTHON) -m uv
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.fishtune-synced
-SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler chromium
+SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler chromium libvoikko1 voikko-fi
 DEMO        := runs/demo
 PYTEST_ARGS ?=
 IMAGE       ?= localhost/fishtune:dev
@@ -33,7 +33,7 @@ setup: install demo ## install everything, then run the demo pipeline on the emb
 
 install: system-deps $(STAMP) ## system packages + the locked Python environment in .venv
 
-system-deps: ## ffmpeg (torchcodec), espeak-ng (test speech), protoc (proto check), chromium (report test) via apt
+system-deps: ## ffmpeg (torchcodec), espeak-ng (test speech), protoc (proto check), chromium (report test), libvoikko1 + voikko-fi (Finnish morphology) via apt
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 	if [ -n "$$missing" ]; then
 	  echo "installing system packages: $$missing"

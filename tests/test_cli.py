@@ -75,3 +75,5 @@ def test_doctor_reports_hashes_and_counts(runner):
     assert len(report["model_sha256"]["model.pth"]) == 64
     assert report["dataset"] == {"format": "fish", "inputs": 15, "usable": 13, "speakers": 1}
     assert report["gpu"]["cuda"] is False
+    voikko = [c for c in report["checks"] if c["check"] == "voikko"]  # the default recipe is Finnish
+    assert [c["status"] for c in voikko] == ["ok"], voikko

@@ -52,3 +52,29 @@ def test_rejections_by_kind(tmp_path, finnish_data, tiny_model):
     assert not (run_dir / "clips" / "anna" / "ok7.wav").exists()
     log = (run_dir / "logs" / "prepare.log").read_text()
     assert "resuming: 10 of 11 inputs already processed" in log
+
+
+def test_normaliser_is_reported(tmp_path, finnish_data, tiny_model):
+    data = tmp_path / "data" / "anna"
+    data.mkdir(parents=True)
+    good = next(finnish_data.glob("*/lause_000.wav"))
+    texts = {"a": "Olen 3. luokalla.", "b": "Hyvää päivää.", "c": "Se kesti  5 minuuttia 1990-luvulla."}
+    for name, transcript in texts.items():
+        shutil.copy(good, data / f"{name}.wav")
+        (data / f"{name}.lab").write_text(transcript, encoding="utf-8")
+    run_dir = tmp_path / "runs" / "n"
+    assert run_inprocess(run_dir, tmp_path / "data", tiny_model, "prepare", "prepare.normalize=fi") == 0
+    rows = {r["id"]: r for r in _jsonl(run_dir / "clips" / "manifest.jsonl")}
+    assert {i: r["raw_text"] for i, r in rows.items()} == {f"anna/{k}": v for k, v in texts.items()}
+    assert rows["anna/a"]["text"] == "Olen kolmannella luokalla."
+    assert rows["anna/a"]["text_rules"] == ["ordinal"]
+    assert rows["anna/b"]["text"] == "Hyvää päivää." and rows["anna/b"]["text_rules"] == []
+    assert rows["anna/c"]["text"] == "Se kesti viisi minuuttia tuhatyhdeksänsataayhdeksänkymmentäluvulla."
+    assert rows["anna/c"]["text_rules"] == ["clean", "compound", "cardinal"]
+    assert (run_dir / "clips" / "anna" / "a.lab").read_text(encoding="utf-8") == "Olen kolmannella luokalla.\n"
+    stats = json.loads((run_dir / "clips" / "stats.json").read_text())
+    assert stats["normalizer"] == {
+        "changed": 2,
+        "unchanged": 1,
+        "rules": {"cardinal": 1, "clean": 1, "compound": 1, "ordinal": 1},
+    }

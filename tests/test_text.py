@@ -39,7 +39,7 @@ FI_CASES: list[tuple[str, str]] = [
     # dates
     ("25.11.2026", "kahdeskymmenesviides marraskuuta kaksituhatta kaksikymmentäkuusi"),
     ("1.1.2000", "ensimmäinen tammikuuta kaksituhatta"),
-    ("25.11. alkaen", "kahdeskymmenesviides marraskuuta alkaen"),
+    ("25.11. alkaen", "kahdennestakymmenennestäviidennestä marraskuuta alkaen"),
     ("Tulen 24.12. Sitten", "Tulen kahdeskymmenesneljäs joulukuuta. Sitten"),
     ("13.13.2026", "kolmetoista piste kolmetoista piste kaksituhatta kaksikymmentäkuusi"),
     # times
@@ -97,7 +97,8 @@ FI_CASES: list[tuple[str, str]] = [
     ("Nousu 2,5 % eli n. 1 200 €.", "Nousu kaksi pilkku viisi prosenttia eli noin tuhat kaksisataa euroa."),
     # unknown things pass through
     ("5G", "5G"),
-    ("5:n", "5:n"),
+    ("5:n", "viiden"),
+    ("5:xyz", "5:xyz"),
     ("Hei maailma", "Hei maailma"),
 ]
 
@@ -220,3 +221,15 @@ def test_dispatch_unknown_language(language: str) -> None:
     assert excinfo.value.exit_code == 2
     assert f"unknown text normaliser '{language}'" in str(excinfo.value)
     assert "use one of: fi, none" in str(excinfo.value)
+
+
+def test_command_line_prints_the_normalised_text() -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "fishtune.text", "fi", "-v", "Olen 3. luokalla."]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+    assert proc.stdout == "Olen kolmannella luokalla.\n"
+    assert proc.stderr == "rules: ordinal\n"
+    bad = subprocess.run([sys.executable, "-m", "fishtune.text", "sv", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown text normaliser 'sv'" in bad.stderr

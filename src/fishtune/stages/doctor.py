@@ -197,9 +197,26 @@ def _check_data(rep: Report, cfg: DictConfig) -> dict:
     return {"format": fmt, "inputs": len(items), "usable": len(items) - len(bad), "speakers": len(speakers)}
 
 
+def _check_text(rep: Report, cfg: DictConfig) -> None:
+    """The Finnish normaliser inflects numbers by case with Voikko; without it they stay nominative."""
+    if str(cfg.prepare.normalize) != "fi":
+        return
+    from fishtune.text import fi_morph
+
+    if fi_morph.available():
+        rep.add("voikko", "ok", "Finnish morphology for the normaliser (numbers agree in case)")
+    else:
+        rep.add(
+            "voikko",
+            "warn",
+            "Voikko is missing: Finnish numbers stay in the nominative (apt-get install libvoikko1 voikko-fi)",
+        )
+
+
 def run(cfg: DictConfig) -> dict:
     rep = Report()
     _check_software(rep)
+    _check_text(rep, cfg)
     gpu = _check_gpu(rep, cfg)
     _check_disk(rep, cfg)
     hashes = _check_model(rep, cfg)

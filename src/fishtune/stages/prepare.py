@@ -2,9 +2,11 @@
 
 Outputs (under ``<run_dir>/clips``):
 - ``<speaker>/<clip>.wav`` (16-bit PCM, mono, ``prepare.sample_rate``) and ``<speaker>/<clip>.lab`` (normalised text)
-- ``manifest.jsonl``: one line per accepted clip: id, speaker, path, lab, text, raw_text, duration, source
+- ``manifest.jsonl``: one line per accepted clip: id, speaker, path, lab, text (normalised), raw_text (the
+  transcript as given), text_rules (the normaliser rules that changed it), duration, source
 - ``rejected.jsonl``: one line per rejected input: id, source, reason
-- ``stats.json``: counts, hours, duration statistics per speaker
+- ``stats.json``: counts, hours, duration statistics per speaker, and ``normalizer``: how many accepted
+  transcripts the normaliser changed and how often each rule fired
 
 Reruns reuse finished clips (journal keyed by source file, size, mtime, text and settings); a killed run
 resumes where it stopped.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from fishtune.runstate import (
     write_text_atomic,
 )
 from fishtune.stages import fetch
+from fishtune.text import fi_morph
 
 log = logging.getLogger("fishtune.prepare")
 
@@ -59,7 +63,7 @@ def _item_key(item: formats.Item, settings: dict) -> str:
 
 def _process(item: formats.Item, out_root: Path, settings: dict) -> dict:
     """Convert one item; returns a manifest row or a rejection row (with 'reason')."""
-    clean = text.normalize(item.text or "", settings["normalize"])
+    clean, rules = text.normalize_report(item.text or "", settings["normalize"])
     if not clean.strip():
         return {"reason": "transcript is empty after normalisation"}
     try:
@@ -86,11 +90,22 @@ def _process(item: formats.Item, out_root: Path, settings: dict) -> dict:
         "lab": str(lab.relative_to(out_root)),
         "text": clean,
         "raw_text": item.text,
+        "text_rules": rules,
         "duration": round(dur, 4),
         "source_sample_rate": clip.source_sample_rate,
         "source_channels": clip.source_channels,
         "peak_dbfs": round(peak, 2),
         "source": item.source,
+    }
+
+
+def normalizer_stats(accepted: list[dict]) -> dict:
+    """How many accepted transcripts the normaliser changed, and how many transcripts each rule changed."""
+    fired = Counter(rule for row in accepted for rule in row.get("text_rules", []))
+    return {
+        "changed": sum(1 for row in accepted if row.get("text_rules")),
+        "unchanged": sum(1 for row in accepted if not row.get("text_rules")),
+        "rules": dict(sorted(fired.items())),
     }
 
 
@@ -114,6 +129,8 @@ def run(cfg: DictConfig) -> dict:
     started = time.time()
     settings = _settings(cfg)
     text.normalize("", settings["normalize"])  # unknown normaliser -> usage error before any work
+    if settings["normalize"] == "fi" and not fi_morph.available():  # warns once: numbers stay nominative
+        log.warning("prepare: Finnish numbers are not inflected by case without Voikko")
     data_root = fetch.data_root(cfg)  # paths.data, or where the fetch stage put the dataset
     fmt, items = formats.read(data_root, str(cfg.prepare.format))
     out = clips_dir(cfg)
@@ -132,7 +149,9 @@ def run(cfg: DictConfig) -> dict:
         todo = []
         for it in usable:
             hit = journal.get(keys[it.id])
-            if hit and ("reason" in hit or (out / hit["path"]).is_file() and (out / hit["lab"]).is_file()):
+            # An accepted clip journalled before text_rules existed is redone: its text may have changed too.
+            done = hit and "text_rules" in hit and (out / hit["path"]).is_file() and (out / hit["lab"]).is_file()
+            if hit and ("reason" in hit or done):
                 _collect(hit, it, accepted, rejected)
             else:
                 todo.append(it)
@@ -152,18 +171,7 @@ def run(cfg: DictConfig) -> dict:
     _remove_orphans(out, accepted)
     write_jsonl_atomic(out / "manifest.jsonl", accepted)
     write_jsonl_atomic(out / "rejected.jsonl", rejected)
-    per_speaker: dict[str, list[float]] = {}
-    for row in accepted:
-        per_speaker.setdefault(row["speaker"], []).append(row["duration"])
-    stats = {
-        "format": fmt,
-        "inputs": len(items),
-        "accepted": len(accepted),
-        "rejected": len(rejected),
-        "durations": duration_stats([r["duration"] for r in accepted]),
-        "speakers": {spk: duration_stats(d) for spk, d in sorted(per_speaker.items())},
-        "settings": settings,
-    }
+    stats = _stats(fmt, len(items), accepted, rejected, settings)
     write_json_atomic(out / "stats.json", stats)
     d = stats["durations"]
     log.info(
@@ -200,6 +208,22 @@ def run(cfg: DictConfig) -> dict:
         hours=d.get("hours", 0.0),
     )
     return stats
+
+
+def _stats(fmt: str, inputs: int, accepted: list[dict], rejected: list[dict], settings: dict) -> dict:
+    per_speaker: dict[str, list[float]] = {}
+    for row in accepted:
+        per_speaker.setdefault(row["speaker"], []).append(row["duration"])
+    return {
+        "format": fmt,
+        "inputs": inputs,
+        "accepted": len(accepted),
+        "rejected": len(rejected),
+        "durations": duration_stats([r["duration"] for r in accepted]),
+        "speakers": {spk: duration_stats(d) for spk, d in sorted(per_speaker.items())},
+        "normalizer": normalizer_stats(accepted),
+        "settings": settings,
+    }
 
 
 def _collect(row: dict, item: formats.Item, accepted: list[dict], rejected: list[dict]) -> None:

@@ -18,7 +18,7 @@ import unicodedata
 
 from fishtune.errors import UsageError
 
-__all__ = ["NORMALIZERS", "clean", "normalize"]
+__all__ = ["NORMALIZERS", "clean", "normalize", "normalize_report"]
 
 #: Every language name :func:`normalize` accepts. ``"fi"`` and ``"none"`` are the canonical ones;
 #: ``"und"`` (ISO 639 "undetermined") and ``""`` are aliases of ``"none"``.
@@ -82,11 +82,18 @@ def normalize(text: str, language: str) -> str:
     Raises :class:`~fishtune.errors.UsageError` for an unknown language name; never raises on the
     text itself.
     """
+    return normalize_report(text, language)[0]
+
+
+def normalize_report(text: str, language: str) -> tuple[str, list[str]]:
+    """Like :func:`normalize`, and also the names of the rules that changed the text, in the order they
+    ran ("clean" for the clean-up; the Finnish names are those of ``fishtune.text.fi.RULES``)."""
     if language == "fi":
         # Imported here because fishtune.text.fi itself imports clean() from this module.
-        from fishtune.text.fi import normalize_fi
+        from fishtune.text.fi import normalize_fi_report
 
-        return normalize_fi(text)
+        return normalize_fi_report(text)
     if language in _GENERIC_ONLY:
-        return clean(text)
+        cleaned = clean(text)
+        return cleaned, ["clean"] if cleaned != text else []
     raise UsageError(f"unknown text normaliser '{language}'", hint="use one of: fi, none")
