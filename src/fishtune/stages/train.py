@@ -26,16 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import devices, lora
 from fishtune.errors import StageFailed, UsageError
+from fishtune.generation import lora_settings
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import RunState, atomic_path, sha256_json, write_json_atomic
 from fishtune.training import checkpoints, memory
 from fishtune.training import forward as fw
 
 log = logging.getLogger("fishtune.train")
-
-
-def lora_settings(cfg: DictConfig) -> lora.LoraSettings:
-    return lora.LoraSettings(r=int(cfg.lora.r), alpha=float(cfg.lora.alpha), dropout=float(cfg.lora.dropout))
 
 
 def choose_precision(name: str, device: torch.device) -> str:
