@@ -140,6 +140,22 @@ def run_stage(name: str, cfg) -> dict:
         logs.detach(handler)
 
 
+def run_stages(names: list[str], cfg) -> None:
+    """Run ``names`` in order; then status.json says how it ended and, for several stages, the summary."""
+    ok = interrupted = False
+    try:
+        for name in names:
+            run_stage(name, cfg)
+        ok = True
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        status.end(ok, interrupted)
+        if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
+            status.summary(cfg.run_dir, ok)
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     try:
@@ -147,19 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         from fishtune.config import load_config
 
         cfg = load_config(overrides)
+        # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
+        stay_up = bool(cfg.get("serve", {}).get("after")) and "serve" not in names
         status.begin(cfg.run_dir, names)
-        ok = interrupted = False
-        try:
-            for name in names:
-                run_stage(name, cfg)
-            ok = True
-        except KeyboardInterrupt:
-            interrupted = True
-            raise
-        finally:
-            status.end(ok, interrupted)
-            if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
-                status.summary(cfg.run_dir, ok)
+        run_stages(names, cfg)
+        if stay_up:
+            log.info("serve.after=true: the stages are done; serving the model until stopped")
+            run_stages(["serve"], cfg)
         return 0
     except FishtuneError as err:
         sys.stdout.flush()
