@@ -71,7 +71,11 @@ class Scheduler:
                 result = work(should_stop)
                 self.stats["done"] += 1
                 return result
-            except BaseException:
+            except TimedOut:
+                raise
+            except BaseException as err:
+                if time.monotonic() > deadline:  # stopped by the deadline (generation.Stopped), not a failure
+                    raise TimedOut(f"no answer within {self.timeout:g} s") from err
                 self.stats["failed"] += 1
                 raise
             finally:
@@ -89,6 +93,9 @@ class Scheduler:
             future.add_done_callback(_retrieve)
             self.stats["timed_out"] += 1
             raise TimedOut(f"no answer within {self.timeout:g} s") from err
+        except TimedOut:
+            self.stats["timed_out"] += 1
+            raise
         except asyncio.CancelledError:  # the client went away: stop the work it asked for
             stop.set()
             future.add_done_callback(_retrieve)
