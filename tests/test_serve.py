@@ -349,3 +349,11 @@ def test_auto_model_choice(tmp_path, tiny_model):
     assert available_kind(cfg) == "lora"
     shutil.copytree(tiny_model, tmp_path / "r" / "model")
     assert available_kind(cfg) == "merged"
+
+
+def test_image_exposes_the_serve_port_and_binds_all_interfaces():
+    dockerfile = (ENTRYPOINT.parent / "Dockerfile").read_text()
+    assert "\nEXPOSE 8080\n" in dockerfile
+    assert "SERVE_HOST=0.0.0.0" in dockerfile and "SERVE_PORT=8080" in dockerfile
+    smoke = (ENTRYPOINT.parent / "docker" / "smoke_test.py").read_text()
+    assert "serve_check(img, c, tiny, run_env)" in smoke

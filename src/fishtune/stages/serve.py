@@ -25,6 +25,7 @@ log = logging.getLogger("fishtune.serve")
 
 def run(cfg: DictConfig) -> dict:
     s = cfg.serve
+    os.environ.setdefault("TQDM_DISABLE", "1")  # Fish Speech's per-token bar, once per request otherwise
     token = runner.token(s)  # before loading anything: a missing token is a usage error
     sock = runner.bind(str(s.host), int(s.port))
     try:
