@@ -357,3 +357,22 @@ def test_image_exposes_the_serve_port_and_binds_all_interfaces():
     assert "SERVE_HOST=0.0.0.0" in dockerfile and "SERVE_PORT=8080" in dockerfile
     smoke = (ENTRYPOINT.parent / "docker" / "smoke_test.py").read_text()
     assert "serve_check(img, c, tiny, run_env)" in smoke
+
+
+def test_report_and_training_curves_are_served(server):
+    """The run's report and its training scalars (train/metrics.jsonl, as TensorBoard shows them) from the page."""
+    report = server.run_dir / "report"
+    report.mkdir(exist_ok=True)
+    (report / "index.html").write_text("<title>report</title>")
+    r = requests.get(f"{server.url}/report/", timeout=10)
+    assert r.status_code == 200 and "<title>report</title>" in r.text
+    assert requests.get(f"{server.url}/report/%2e%2e/serve.json", timeout=10).status_code == 404
+    assert requests.get(f"{server.url}/v1/training.svg", timeout=10).status_code == 404  # no training yet
+    rows = [{"step": s, "train/loss": 5.0 - s / 10, "val/loss": 5.2 - s / 10} for s in (1, 2, 3)]
+    train = server.run_dir / "train"
+    train.mkdir(exist_ok=True)
+    (train / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = requests.get(f"{server.url}/v1/training.svg", timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml" and "<svg" in r.text
+    config = requests.get(f"{server.url}/v1/config", timeout=10).json()
+    assert config["report"] is True and config["training"] is True
