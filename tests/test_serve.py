@@ -26,6 +26,7 @@ from conftest import ENTRYPOINT, stage_args
 HOP = 2048  # codec samples per frame (44.1 kHz)
 MAX_FRAMES = 40  # preset=tiny: synthesize.max_new_tokens, which serve's defaults and limits follow
 TEXT = "Hyvää päivää! Kokous alkaa klo 9.15."
+SERVE_ENV = ("STAGE", "SERVE_TOKEN", "SERVE_HOST", "SERVE_PORT", "SERVE_AFTER")  # the tests choose these
 
 
 class Served:
@@ -35,7 +36,7 @@ class Served:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(run_dir.parent / f"{run_dir.name}-server.log", "w+")  # noqa: SIM115 (closed in stop)
-        environ = {k: v for k, v in os.environ.items() if k not in ("STAGE", "SERVE_TOKEN", "SERVE_HOST")}
+        environ = {k: v for k, v in os.environ.items() if k not in SERVE_ENV}
         args = stage_args(run_dir, data, model, stage, "serve.port=0", *overrides)
         self.proc = subprocess.Popen(
             [sys.executable, str(ENTRYPOINT), *args],
@@ -319,7 +320,7 @@ def test_token_and_timeout(tmp_path, finnish_data, tiny_model):
 
 def test_off_loopback_without_token_is_refused(tmp_path, finnish_data, tiny_model):
     args = stage_args(tmp_path / "runs" / "x", finnish_data, tiny_model, "serve", "serve.host=0.0.0.0", "serve.port=0")
-    env = {k: v for k, v in os.environ.items() if k not in ("STAGE", "SERVE_TOKEN", "SERVE_HOST")}
+    env = {k: v for k, v in os.environ.items() if k not in SERVE_ENV}
     cmd = [sys.executable, str(ENTRYPOINT), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -328,8 +329,8 @@ def test_off_loopback_without_token_is_refused(tmp_path, finnish_data, tiny_mode
 
 
 def test_stay_up_mode_serves_after_the_stages(tmp_path, finnish_data, tiny_model):
-    """serve.after=true: the stages run (here fetch, which has nothing to do), then the model is served."""
-    srv = Served(tmp_path / "runs" / "after", finnish_data, tiny_model, "serve.after=true", stage="fetch")
+    """SERVE_AFTER=true (serve.after): the stages run (here fetch, with nothing to do), then the model is served."""
+    srv = Served(tmp_path / "runs" / "after", finnish_data, tiny_model, env={"SERVE_AFTER": "true"}, stage="fetch")
     try:
         assert speech(srv.url, input="Hei").status_code == 200
     finally:

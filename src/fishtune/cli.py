@@ -29,6 +29,11 @@ ENV_HELP = [
     ("HF_TOKEN", "Hugging Face token for fetch, hub sync and publish (never logged)"),
     ("HF_TOKEN_FILE", "file holding the token instead, e.g. a mounted secret (default /run/secrets/hf_token)"),
     ("GPU_HOURLY_USD", "price of the machine per hour: status.json and the summary show the estimated cost"),
+    ("SERVE_TOKEN", "STAGE=serve: the token API calls must send (required off loopback; never logged)"),
+    ("SERVE_HOST", "STAGE=serve: address to listen on (default 127.0.0.1; the image sets 0.0.0.0)"),
+    ("SERVE_PORT", "STAGE=serve: port (default 8080)"),
+    ("SERVE_AFTER", "true: after the stages (e.g. STAGE=all), serve the model until stopped"),
+    ("FISHTUNE_DATASET_REPO", "a Hub dataset repo for fetch (fetch.dataset.repo_id)"),
 ]
 
 
@@ -44,7 +49,8 @@ def usage() -> str:
         lines.append(f"  {name:<{width}}  {desc}")
     lines.append(f"  {'all':<{width}}  run {' -> '.join(stages.CHAIN)}")
     lines += ["", "overrides: key=value (e.g. model=tiny prepare.max_duration=20 recipe=generic)", "", "env:"]
-    lines += [f"  {k:<16} {v}" for k, v in ENV_HELP]
+    env_width = max(len(k) for k, _ in ENV_HELP)
+    lines += [f"  {k:<{env_width}} {v}" for k, v in ENV_HELP]
     return "\n".join(lines)
 
 
