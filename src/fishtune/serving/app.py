@@ -236,5 +236,8 @@ def build_app(cfg: DictConfig, engine: Engine, token: str | None) -> tuple[Starl
         Route("/report/", g(server.report)),
         Route("/report/{path:path}", g(server.report)),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # speech.read_fields answers an oversized Content-Length with its own 413; this is the backstop for bodies
+    # sent without one (chunked), counted as they arrive.
+    backstop = 2 * int(float(cfg.serve.max_upload_mb) * 1e6)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, max_body_size=backstop)
     return app, server
