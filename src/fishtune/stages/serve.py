@@ -17,15 +17,18 @@ from omegaconf import DictConfig
 
 from fishtune.runstate import write_json_atomic
 from fishtune.serving import runner
-from fishtune.serving.app import build_app
-from fishtune.serving.engine import Engine
 
 log = logging.getLogger("fishtune.serve")
 
 
 def run(cfg: DictConfig) -> dict:
     s = cfg.serve
-    os.environ.setdefault("TQDM_DISABLE", "1")  # Fish Speech's per-token bar, once per request otherwise
+    # Fish Speech's per-token progress bar, once per request otherwise; tqdm reads this when it is first
+    # imported, so the model code is imported only after it is set.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from fishtune.serving.app import build_app
+    from fishtune.serving.engine import Engine
+
     token = runner.token(s)  # before loading anything: a missing token is a usage error
     sock = runner.bind(str(s.host), int(s.port))
     try:
