@@ -152,11 +152,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/cache/xdg \
     TRITON_CACHE_DIR=/cache/triton \
     TORCHINDUCTOR_CACHE_DIR=/cache/torchinductor \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    SERVE_HOST=0.0.0.0 \
+    SERVE_PORT=8080
 USER ${APP_UID}:${APP_UID}
 WORKDIR /runs
 VOLUME ["/data", "/runs", "/cache"]
-# docker stop sends SIGINT: the stage stops cleanly (exit 130) and a rerun resumes where it left off.
+# STAGE=serve (or serve.after=true): the page and the speech API; off loopback it needs SERVE_TOKEN.
+EXPOSE 8080
+# docker stop sends SIGINT: the stage stops cleanly (exit 130) and a rerun resumes where it left off; serve exits 0.
 STOPSIGNAL SIGINT
 ENTRYPOINT ["python", "/app/entrypoint.py"]
 CMD []

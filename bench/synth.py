@@ -19,8 +19,8 @@ import torch
 from bench import common, shapes
 from bench.extract import build_codec
 from fishtune import devices
+from fishtune.generation import generate_codes
 from fishtune.modeling import codec as codec_mod
-from fishtune.stages.synthesize import generate_codes
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(i)
             common.sync(device)
             state.update(t0=time.perf_counter(), first=None)
-            codes = generate_codes(model, device, text, params)  # synthesize's own call (timed_decode patched in)
+            codes = generate_codes(model, device, text, params)  # the product's call (timed_decode patched in)
             common.sync(device)
             gen_s = time.perf_counter() - state["t0"]
             with common.Timer(device) as t:

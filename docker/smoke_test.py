@@ -38,6 +38,51 @@ EXPECTED_LABELS = (
 )
 TINY = ["model=tiny", "doctor.min_free_gb=1"]
 PRODUCING = ("prepare", "extract", "pack", "train", "merge", "synthesize")
+SERVE_PORT = "8080/tcp"
+# Runs inside the image (stdlib only): STAGE=serve through the image's entrypoint in the background, one API
+# request over loopback, then SIGINT (what docker stop sends); prints one JSON line. argv: the entrypoint,
+# then Hydra overrides. The same for docker and buildah: no port publishing or host networking needed.
+SERVE_PROBE = r"""
+import json, os, signal, subprocess, sys, time, urllib.error, urllib.request
+entry, overrides = json.loads(sys.argv[1]), sys.argv[2:]
+info = "/runs/" + os.environ["RUN_NAME"] + "/serve.json"
+if os.path.exists(info):
+    os.remove(info)
+out = {"started": False}
+log = open("/tmp/fishtune-serve.log", "w+")  # a file, not a pipe: a chatty server never blocks on it
+proc = subprocess.Popen(entry + overrides + ["serve.port=0"], env={**os.environ, "STAGE": "serve"},
+                        stdout=log, stderr=subprocess.STDOUT, text=True)
+try:
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not os.path.exists(info):
+        time.sleep(0.5)
+    if os.path.exists(info):
+        srv = json.load(open(info))
+        out.update(started=True, model=srv["model"], auth=srv["auth"])
+        req = urllib.request.Request(
+            srv["url"] + "v1/audio/speech", method="POST",
+            data=json.dumps({"input": "Hyvää päivää, klo 9.15.", "response_format": "wav"}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["SERVE_TOKEN"]})
+        t0 = time.time()
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                body = r.read()
+                out.update(status=r.status, type=r.headers["Content-Type"], bytes=len(body), riff=body[:4] == b"RIFF",
+                           seconds=float(r.headers.get("X-Audio-Seconds", 0)), latency=round(time.time() - t0, 2))
+        except urllib.error.HTTPError as err:
+            out.update(status=err.code, error=err.read()[:500].decode(errors="replace"))
+finally:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.seek(0)
+    out.update(exit=proc.returncode, log=log.read()[-2000:])
+    print(json.dumps(out))
+"""
 
 
 def engine_name() -> str:
@@ -131,6 +176,27 @@ def tail(proc, n: int = 3000) -> str:
     return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
 
 
+def serve_check(img: Image, c: Checks, overrides: list[str], run_env: dict[str, str]) -> None:
+    """STAGE=serve in the image (token required: the image binds 0.0.0.0): one speech request, then stop."""
+    entry = img.config.get("Entrypoint") or ["python", "/app/entrypoint.py"]
+    env = {**run_env, "SERVE_TOKEN": "smoke-test-serve-token"}
+    p = img.run(["python", "-c", SERVE_PROBE, json.dumps(entry), *overrides], env, entrypoint=False, timeout=600)
+    try:
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        c.check("STAGE=serve probe ran", False, tail(p))
+        return
+    log = res.get("log", "")
+    started = bool(res.get("started"))
+    c.check("STAGE=serve started", started, f"model {res.get('model')}" if started else log)
+    c.check("serve: token required on 0.0.0.0", res.get("auth") is True, str(res.get("auth")))
+    ok = res.get("status") == 200 and res.get("riff") and res.get("type") == "audio/wav" and res.get("seconds", 0) > 0
+    detail = f"{res.get('bytes')} bytes, {res.get('seconds')} s of audio in {res.get('latency')} s"
+    c.check("serve: POST /v1/audio/speech -> wav", bool(ok), detail if ok else f"{res}")
+    stopped = res.get("exit") == 0
+    c.check("serve: stops on SIGINT with exit 0", stopped, "exit 0" if stopped else f"exit {res.get('exit')}\n{log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Smoke-test a built fishtune image inside the image.")
     ap.add_argument("image", nargs="?", default=os.environ.get("IMAGE", "localhost/fishtune:dev"))
@@ -157,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         c.check("no default args", not cfg.get("Cmd"), f"Cmd {cfg.get('Cmd')} (would be passed to the entrypoint)")
         c.check("non-root user", cfg.get("User") not in (None, "", "root", "0", "0:0"), f"User {cfg.get('User')!r}")
         c.check("volumes", set(cfg.get("Volumes") or {}) == {"/data", "/runs", "/cache"}, str(cfg.get("Volumes")))
+        c.check("serve port exposed", SERVE_PORT in (cfg.get("ExposedPorts") or {}), str(cfg.get("ExposedPorts")))
         env = img.env
         for key, want in EXPECTED_ENV.items():
             c.check(f"env {key}", env.get(key) == want, str(env.get(key)))
@@ -315,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 bool(wavs) and len(wavs) == syn.get("wavs") and all(w.stat().st_size > 44 for w in wavs),
                 f"{len(wavs)} wavs in {out}, {syn.get('audio_seconds')} s of audio",
             )
+        # 6. STAGE=serve on the run's model: started, one API request, stopped.
+        serve_check(img, c, tiny, run_env)
         owner = {f.stat().st_uid for f in run_dir.rglob("*")}
         c.check("outputs written by the image's user", 0 not in owner, f"uids {sorted(owner)}")
     finally:

@@ -143,7 +143,8 @@ class Browser:
         self.pages: list[Page] = []
         return self
 
-    def open(self, path: Path, width: int = 1280, height: int = 900) -> Page:
+    def open(self, path: Path | str, width: int = 1280, height: int = 900) -> Page:
+        """``path``: a local file, or an ``http://`` URL (a server on loopback)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as resp:
             targets = [t for t in json.loads(resp.read()) if t.get("type") == "page"]
         page = Page(targets[0]["webSocketDebuggerUrl"], self.timeout)
@@ -151,7 +152,8 @@ class Browser:
         for domain in ("Page", "Runtime", "Log"):
             page.send(f"{domain}.enable")
         page.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
-        page.send("Page.navigate", url=Path(path).resolve().as_uri())
+        url = path if isinstance(path, str) and path.startswith("http") else Path(path).resolve().as_uri()
+        page.send("Page.navigate", url=url)
         page.wait_event("Page.loadEventFired")
         return page
 

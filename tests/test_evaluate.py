@@ -221,7 +221,7 @@ def test_evaluate_is_idempotent_and_merge_takes_the_pick(evaluated, finnish_data
     rec = dict(picked, sha256="0" * 64)
     (other / "best_checkpoint.json").write_text(json.dumps(rec))
     from fishtune.config import load_config
-    from fishtune.stages.merge import resolve_checkpoint
+    from fishtune.generation import resolve_checkpoint
 
     cfg = load_config([*TINY, f"paths.runs={run_dir.parent}", f"run_name={run_dir.name}", f"evaluate.output={other}"])
     assert resolve_checkpoint(cfg) == run_dir / "train" / "best.ckpt"

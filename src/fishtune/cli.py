@@ -29,6 +29,11 @@ ENV_HELP = [
     ("HF_TOKEN", "Hugging Face token for fetch, hub sync and publish (never logged)"),
     ("HF_TOKEN_FILE", "file holding the token instead, e.g. a mounted secret (default /run/secrets/hf_token)"),
     ("GPU_HOURLY_USD", "price of the machine per hour: status.json and the summary show the estimated cost"),
+    ("SERVE_TOKEN", "STAGE=serve: the token API calls must send (required off loopback; never logged)"),
+    ("SERVE_HOST", "STAGE=serve: address to listen on (default 127.0.0.1; the image sets 0.0.0.0)"),
+    ("SERVE_PORT", "STAGE=serve: port (default 8080)"),
+    ("SERVE_AFTER", "true: after the stages (e.g. STAGE=all), serve the model until stopped"),
+    ("FISHTUNE_DATASET_REPO", "a Hub dataset repo for fetch (fetch.dataset.repo_id)"),
 ]
 
 
@@ -44,7 +49,8 @@ def usage() -> str:
         lines.append(f"  {name:<{width}}  {desc}")
     lines.append(f"  {'all':<{width}}  run {' -> '.join(stages.CHAIN)}")
     lines += ["", "overrides: key=value (e.g. model=tiny prepare.max_duration=20 recipe=generic)", "", "env:"]
-    lines += [f"  {k:<16} {v}" for k, v in ENV_HELP]
+    env_width = max(len(k) for k, _ in ENV_HELP)
+    lines += [f"  {k:<{env_width}} {v}" for k, v in ENV_HELP]
     return "\n".join(lines)
 
 
@@ -140,6 +146,22 @@ def run_stage(name: str, cfg) -> dict:
         logs.detach(handler)
 
 
+def run_stages(names: list[str], cfg) -> None:
+    """Run ``names`` in order; then status.json says how it ended and, for several stages, the summary."""
+    ok = interrupted = False
+    try:
+        for name in names:
+            run_stage(name, cfg)
+        ok = True
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        status.end(ok, interrupted)
+        if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
+            status.summary(cfg.run_dir, ok)
+
+
 def main(argv: list[str] | None = None) -> int:
     logs.setup()
     try:
@@ -147,19 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         from fishtune.config import load_config
 
         cfg = load_config(overrides)
+        # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
+        stay_up = bool(cfg.get("serve", {}).get("after")) and "serve" not in names
         status.begin(cfg.run_dir, names)
-        ok = interrupted = False
-        try:
-            for name in names:
-                run_stage(name, cfg)
-            ok = True
-        except KeyboardInterrupt:
-            interrupted = True
-            raise
-        finally:
-            status.end(ok, interrupted)
-            if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
-                status.summary(cfg.run_dir, ok)
+        run_stages(names, cfg)
+        if stay_up:
+            log.info("serve.after=true: the stages are done; serving the model until stopped")
+            run_stages(["serve"], cfg)
         return 0
     except FishtuneError as err:
         sys.stdout.flush()

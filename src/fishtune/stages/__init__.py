@@ -28,6 +28,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "fishtune.stages.publish",
         "upload model, LoRA, samples, report and model card to the Hub (no-op without publish.repo_id)",
     ),
+    "serve": (
+        "fishtune.stages.serve",
+        "web page + HTTP API (OpenAI speech shape) on the fine-tuned model, until stopped; serve.after=true: after all",
+    ),
 }
 
 ALIASES = {"preflight": "doctor"}

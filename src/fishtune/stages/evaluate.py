@@ -173,7 +173,7 @@ def checkpoint_step(path: Path) -> int | None:
 
 def plan_systems(cfg: DictConfig) -> list[System]:
     """The base model, then every entry of ``evaluate.checkpoints`` (deduplicated by file)."""
-    from fishtune.stages.merge import resolve_checkpoint
+    from fishtune.generation import resolve_checkpoint
     from fishtune.training import checkpoints
 
     train_dir = Path(cfg.run_dir) / "train"
@@ -274,8 +274,8 @@ def fingerprint(cfg: DictConfig, items: list[Item], systems: list[System], asr_r
 
 
 def load_system(cfg: DictConfig, system: System):
+    from fishtune.generation import load_model
     from fishtune.modeling.llm import load_llm
-    from fishtune.stages.synthesize import load_model
 
     if system.kind == "base":
         return load_llm(cfg.model.path)
@@ -329,8 +329,8 @@ def val_losses(cfg: DictConfig, ds, model, device, dtype) -> dict | None:
 
 def synthesize_all(cfg, systems, items, audio_dir: Path, device, progress) -> tuple[dict, dict]:
     """Every system x item -> wav files; returns ({system: {item: info}}, {system: val losses})."""
+    from fishtune.generation import generate_codes
     from fishtune.modeling import codec as codec_mod
-    from fishtune.stages.synthesize import generate_codes
 
     s = cfg.synthesize
     dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, faults, lora, modelcard
 from fishtune.errors import InputError, StageFailed
+from fishtune.generation import resolve_checkpoint
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import (
@@ -32,38 +33,10 @@ from fishtune.runstate import (
     sha256_json,
     write_json_atomic,
 )
-from fishtune.training import checkpoints
 from fishtune.training import forward as fw
 
 log = logging.getLogger("fishtune.merge")
 COPIED = ("config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth", CODEC_CONFIG)
-
-
-def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation: bool = True) -> Path:
-    """``best``: the evaluate stage's pick (report/best_checkpoint.json, while that adapter is unchanged), else
-    the lowest held-out val loss (train/best.ckpt); ``last``: the final adapter; or a path."""
-    which = str(which or cfg.merge.checkpoint)
-    train_dir = Path(cfg.run_dir) / "train"
-    if which == "best" and use_evaluation:
-        from fishtune.evaluation.pick import evaluated_best
-
-        picked = evaluated_best(cfg)
-        if picked is not None:
-            return picked
-    if which == "best":
-        if (train_dir / "best.ckpt").is_file():
-            return train_dir / "best.ckpt"
-        log.warning("no train/best.ckpt (no validation ran?): using the final adapter train/lora.pth")
-        which = "last"
-    if which == "last":
-        for cand in (train_dir / "lora.pth", checkpoints.newest_intact(train_dir / "checkpoints")):
-            if cand is not None and Path(cand).is_file():
-                return Path(cand)
-        raise InputError(f"no trained adapter in {train_dir}", hint="run the train stage first (STAGE=train)")
-    path = Path(which)
-    if not path.exists():
-        raise InputError(f"merge.checkpoint {path} does not exist", hint="use best, last or a path to a .ckpt")
-    return path
 
 
 def probe_batch(cfg: DictConfig, model) -> dict:

@@ -1,0 +1,162 @@
+"""Text -> codes -> audio with a fine-tuned model: the model choice, Fish Speech's generation, reference clips.
+
+Shared by the stages that speak (``synthesize``, ``evaluate``, ``serve``) and the synthesis benchmark, so that
+every one of them loads the model and samples the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fishtune import adapters, lora, text
+from fishtune.errors import InputError, UsageError
+from fishtune.modeling import codec as codec_mod
+from fishtune.modeling.llm import load_llm
+
+log = logging.getLogger("fishtune.generation")
+
+MODEL_KINDS = ("merged", "lora", "base")
+
+
+class Stopped(Exception):
+    """Raised inside generation when the caller's ``should_stop`` says so (a timed-out or cancelled request)."""
+
+
+def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation: bool = True) -> Path:
+    """``best``: the evaluate stage's pick (report/best_checkpoint.json, while that adapter is unchanged), else
+    the lowest held-out val loss (train/best.ckpt); ``last``: the final adapter; or a path."""
+    from fishtune.training import checkpoints
+
+    which = str(which or cfg.merge.checkpoint)
+    train_dir = Path(cfg.run_dir) / "train"
+    if which == "best" and use_evaluation:
+        from fishtune.evaluation.pick import evaluated_best
+
+        picked = evaluated_best(cfg)
+        if picked is not None:
+            return picked
+    if which == "best":
+        if (train_dir / "best.ckpt").is_file():
+            return train_dir / "best.ckpt"
+        log.warning("no train/best.ckpt (no validation ran?): using the final adapter train/lora.pth")
+        which = "last"
+    if which == "last":
+        for cand in (train_dir / "lora.pth", checkpoints.newest_intact(train_dir / "checkpoints")):
+            if cand is not None and Path(cand).is_file():
+                return Path(cand)
+        raise InputError(f"no trained adapter in {train_dir}", hint="run the train stage first (STAGE=train)")
+    path = Path(which)
+    if not path.exists():
+        raise InputError(f"merge.checkpoint {path} does not exist", hint="use best, last or a path to a .ckpt")
+    return path
+
+
+def available_kind(cfg: DictConfig) -> str:
+    """``auto``'s choice: the merged model when there is one, else base + the trained adapter, else the base."""
+    if (Path(cfg.merge.output) / "model.pth").is_file():
+        return "merged"
+    train_dir = Path(cfg.run_dir) / "train"
+    if (train_dir / "best.ckpt").is_file() or (train_dir / "lora.pth").is_file():
+        return "lora"
+    return "base"
+
+
+def load_model(cfg: DictConfig, which: str, checkpoint: str | os.PathLike | None = None):
+    """``merged`` (merge.output), ``lora`` (base + an adapter folded in; ``checkpoint`` or merge.checkpoint) or
+    ``base``. Returns (model on CPU, folder with its codec)."""
+    if which == "merged":
+        folder = Path(cfg.merge.output)
+        if not (folder / "model.pth").is_file():
+            raise InputError(
+                f"no merged model in {folder}", hint="run the merge stage first, or use synthesize.model=lora"
+            )
+        return load_llm(folder), folder
+    if which not in ("lora", "base"):
+        raise UsageError(f"unknown model choice '{which}'", hint="use merged, lora or base")
+    if which == "base":
+        return load_llm(cfg.model.path), Path(cfg.model.path)
+    ckpt = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(cfg)
+    adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
+    model = adapters.load_with_adapter(cfg.model.path, adapter, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    lora.fold(model)  # plain layers with the adapter folded in: generation at the base model's speed
+    s = adapter.settings
+    log.info("using base model + LoRA %s (r=%d, alpha=%g; not merged on disk)", ckpt, s.r, s.alpha)
+    return model, Path(cfg.model.path)
+
+
+def codec_folder(cfg: DictConfig, model_folder: Path) -> Path:
+    """The model folder's own codec when it has one (a merged folder does), else the base model's."""
+    return model_folder if (model_folder / "codec.pth").is_file() else Path(cfg.model.path)
+
+
+def inference_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def encode_reference(
+    codec, path: str | os.PathLike, transcript: str, normalizer: str, device
+) -> tuple[str, torch.Tensor]:
+    """A reference clip (any audio format) and its transcript -> (normalised text, codes) for the prompt."""
+    from fishtune import audio
+
+    clip = audio.load(path, int(codec.sample_rate))
+    (codes,) = codec_mod.encode(codec, [torch.from_numpy(clip.samples)], device)
+    log.info("reference clip %s: %.1f s, %d frames", path, clip.duration, codes.shape[1])
+    return text.normalize(str(transcript), normalizer), codes
+
+
+def generate_codes(
+    model,
+    device,
+    clean: str,
+    params,
+    prompt_text=(),
+    prompt_tokens=(),
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor | None:
+    """One normalised text -> codes ``[num_codebooks, frames]`` (or None) with Fish Speech's ``generate_long``.
+
+    ``params`` has ``max_new_tokens``, ``temperature``, ``top_p``, ``repetition_penalty`` (e.g. ``cfg.synthesize``);
+    seed torch before calling for reproducible sampling. ``should_stop`` is asked before every frame; when it
+    says yes, :class:`Stopped` is raised (generation cannot otherwise be interrupted).
+    """
+    from fish_speech.models.text2semantic import inference as inf
+
+    step = inf.decode_one_token_ar  # looked up per call: the benchmark wraps it to time the first frame
+    if should_stop is not None:
+        plain = step
+
+        def step(*args, **kwargs):
+            if should_stop():
+                raise Stopped("generation stopped")
+            return plain(*args, **kwargs)
+
+    codes = None
+    with torch.inference_mode():
+        for resp in inf.generate_long(
+            model=model,
+            device=device,
+            decode_one_token=step,
+            text=clean,
+            max_new_tokens=int(params.max_new_tokens),
+            temperature=float(params.temperature),
+            top_p=float(params.top_p),
+            repetition_penalty=float(params.repetition_penalty),
+            prompt_text=list(prompt_text),
+            prompt_tokens=list(prompt_tokens),
+        ):
+            if resp.action == "sample":
+                codes = resp.codes
+    return codes
+
+
+def decode(codec, codes: torch.Tensor, device) -> np.ndarray:
+    """Codes -> float32 mono samples at the codec's rate."""
+    return codec_mod.decode(codec, codes, device).numpy().astype(np.float32).reshape(-1)
