@@ -164,6 +164,31 @@ def _line(s: dict) -> str:
     return f"{s['seconds']:.0f} s, peak RSS {s['peak_rss_gib']:.1f} GiB, {state}"
 
 
+def table(result: dict) -> str:
+    """Markdown: time and peak RSS per stage, file sizes beside the released ones, the merge validation."""
+    from fishtune.stages import CHAIN
+
+    rows = ["| stage | passed | wall time | peak RSS |", "|---|---|---|---|"]
+    stages = [(n, result["stages"][n]) for n in CHAIN if n in result["stages"]]
+    for name, s in stages:
+        ok = "yes" if s["passed"] else "NO"
+        rows.append(f"| {name} | {ok} | {s['seconds']:.0f} s | {s['peak_rss_gib']:.1f} GiB |")
+    total = sum(s["seconds"] for _, s in stages)
+    rows.append(f"| all | | {total / 60:.1f} min | {max(s['peak_rss_gib'] for _, s in stages):.1f} GiB |")
+    rows += ["", "| file | bytes | released |", "|---|---|---|"]
+    for name, size in sorted(result["bytes"].items(), key=lambda kv: -(kv[1] or 0)):
+        released = result["released_bytes"].get(name)
+        rows.append(f"| {name} | {size:,} | {f'{released:,}' if released else ''} |" if size else f"| {name} | - | |")
+    v = result.get("merge_validation") or {}
+    rows += [
+        "",
+        f"dtypes: lora.pth {result['dtypes']['lora.pth']}, merged model.pth {result['dtypes']['merged model.pth']}; "
+        f"merge: {v.get('adapted_tensors')} adapted tensors, max weight-delta error {v.get('max_delta_error', 0):.2g}, "
+        f"max output difference {v.get('max_rel_diff', 0):.3g} of the outputs' magnitude (tolerance {v.get('rtol')})",
+    ]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="build/rehearsal", help="model, data, runs and rehearsal.json (cached)")
@@ -172,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.dir).resolve()
     result = rehearse(root, args.clips, args.start)
-    print(json.dumps({k: result[k] for k in ("bytes", "dtypes", "merge_validation")}, indent=2))
+    print(table(result))
     print(f"rehearse: {'passed' if result['passed'] else 'FAILED'}; {root / 'rehearsal.json'}")
     return 0 if result["passed"] else 1
 
