@@ -23,7 +23,7 @@ import torch
 
 from fishtune import lora
 from fishtune.errors import InputError
-from fishtune.modeling.files import file_hash
+from fishtune.modeling.files import file_hash, load_tensors
 
 log = logging.getLogger("fishtune.adapters")
 FORMAT = 2
@@ -76,14 +76,8 @@ def _resolve_file(path: Path) -> Path:
 
 
 def load_file(path: Path) -> dict:
-    """A ``.pth``/``.ckpt`` as plain data (tensors, dicts, numbers, strings): never runs code from the file."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot read LoRA weights {path}: {str(err).splitlines()[0]}",
-            hint="the file is corrupt or not an adapter; use another checkpoint",
-        ) from err
+    """A ``.pth``/``.ckpt`` as plain data: never runs code from the file."""
+    obj = load_tensors(path, "LoRA weights", hint="the file is corrupt or not an adapter; use another checkpoint")
     if not isinstance(obj, dict):
         raise InputError(f"{path} is not an adapter file", hint="use a checkpoint written by the train stage")
     return obj

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from fishtune.errors import InputError
-from fishtune.modeling.files import CODEC_CONFIG, CODEC_FILES, check_model_dir
+from fishtune.modeling.files import CODEC_CONFIG, CODEC_FILES, check_model_dir, load_tensors
 
 DERIVED_BUFFERS = ("causal_mask", "freqs_cis")
 
@@ -46,13 +46,7 @@ def load_codec(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
     d = check_model_dir(model_dir, CODEC_FILES)
     path = d / "codec.pth"
     codec = build_codec(codec_config_path(d))
-    try:
-        weights = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot load codec {path}: {str(err).splitlines()[0]}",
-            hint="the file is truncated or corrupt; download it again",
-        ) from err
+    weights = load_tensors(path, "codec")
     if "state_dict" in weights and isinstance(weights["state_dict"], dict):
         weights = weights["state_dict"]
     if any("generator" in k for k in weights):  # GAN training checkpoints keep the codec under "generator."

@@ -23,6 +23,17 @@ REQUIRED = LLM_FILES + CODEC_FILES
 CODEC_CONFIG = "codec_config.yaml"
 
 
+def load_tensors(path: str | os.PathLike, what: str, hint: str = "the file is truncated or corrupt; download it again"):
+    """A ``.pth``/``.ckpt`` as plain data (tensors, dicts, numbers, strings; memory-mapped): loading never runs code
+    from the file. Any failure is one :class:`InputError` naming ``what`` and the file."""
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:
+        raise InputError(f"cannot load {what} {path}: {str(err).splitlines()[0]}", hint=hint) from err
+
+
 def missing_files(model_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> list[str]:
     d = Path(model_dir)
     return [f for f in required if not (d / f).is_file() or (d / f).stat().st_size == 0]

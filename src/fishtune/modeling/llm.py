@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fishtune.errors import InputError
-from fishtune.modeling.files import LLM_FILES, check_model_dir
+from fishtune.modeling.files import LLM_FILES, check_model_dir, load_tensors
 
 log = logging.getLogger("fishtune.model")
 DERIVED = ("freqs_cis", "causal_mask", "k_cache", "v_cache")
@@ -69,14 +69,7 @@ def clean_state_dict(weights: dict) -> OrderedDict:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> OrderedDict:
-    try:
-        weights = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot load weights {path}: {str(err).splitlines()[0]}",
-            hint="the file is truncated or corrupt; download it again",
-        ) from err
-    return clean_state_dict(weights)
+    return clean_state_dict(load_tensors(path, "weights"))
 
 
 def load_llm(

@@ -16,7 +16,6 @@ full-size codec in fp32 with its RoPE tables and causal masks, as the released f
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 import json
@@ -110,12 +109,9 @@ def write_random_model(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    print(write_random_model(args.out_dir, args.seed))
-    return 0
+    from fishtune.modeling.tiny import cli
+
+    return cli(write_random_model, __doc__, argv)
 
 
 if __name__ == "__main__":

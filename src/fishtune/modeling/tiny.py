@@ -153,13 +153,18 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     return Path(out_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(writer, doc: str, argv: list[str] | None = None) -> int:
+    """``python -m <module> OUT_DIR [--seed N]`` for a model-folder writer."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    print(write_tiny_model(args.out_dir, args.seed))
+    print(writer(args.out_dir, args.seed))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(write_tiny_model, __doc__, argv)
 
 
 if __name__ == "__main__":
