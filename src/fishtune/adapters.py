@@ -52,10 +52,14 @@ def record(settings: lora.LoraSettings, base: dict, step: int | None = None, **e
 
 def save(path: str | os.PathLike, weights: dict[str, torch.Tensor], meta: dict) -> None:
     """``lora.pth``: ``{"state_dict": LoRA tensors, "fishtune": record}``, written atomically."""
+    import io
+
     from fishtune.runstate import atomic_path
 
+    buf = io.BytesIO()  # torch.save names the zip's folder after the file: in memory, the bytes are reproducible
+    torch.save({"state_dict": weights, "fishtune": meta}, buf)
     with atomic_path(Path(path)) as tmp:
-        torch.save({"state_dict": weights, "fishtune": meta}, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def _resolve_file(path: Path) -> Path:
