@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fishtune import lora
+from fishtune import lora, safeload
 from fishtune.errors import InputError
 from fishtune.modeling.files import file_hash
 
@@ -77,13 +77,7 @@ def _resolve_file(path: Path) -> Path:
 
 def load_file(path: Path) -> dict:
     """A ``.pth``/``.ckpt`` as plain data (tensors, dicts, numbers, strings): never runs code from the file."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot read LoRA weights {path}: {str(err).splitlines()[0]}",
-            hint="the file is corrupt or not an adapter; use another checkpoint",
-        ) from err
+    obj = safeload.load(path, "LoRA weights", hint="the file is corrupt or not an adapter; use another checkpoint")
     if not isinstance(obj, dict):
         raise InputError(f"{path} is not an adapter file", hint="use a checkpoint written by the train stage")
     return obj

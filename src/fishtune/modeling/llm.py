@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from fishtune import safeload
 from fishtune.errors import InputError
 from fishtune.modeling.files import LLM_FILES, check_model_dir
 
@@ -69,13 +70,7 @@ def clean_state_dict(weights: dict) -> OrderedDict:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> OrderedDict:
-    try:
-        weights = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:
-        raise InputError(
-            f"cannot load weights {path}: {str(err).splitlines()[0]}",
-            hint="the file is truncated or corrupt; download it again",
-        ) from err
+    weights = safeload.load(path, "weights", hint="the file is truncated or corrupt; download it again")
     return clean_state_dict(weights)
 
 
