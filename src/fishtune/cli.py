@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except FishtuneError as err:
         sys.stdout.flush()
-        print(f"error: {redact.redact(err.one_line())}", file=sys.stderr, flush=True)
+        for line in err.lines():
+            print(f"error: {redact.redact(line)}", file=sys.stderr, flush=True)
         return err.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)
