@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from fishtune import logs, redact, stages, status
+from fishtune import logs, redact, runlock, stages, status
 from fishtune.errors import FishtuneError, UsageError
 
 log = logging.getLogger("fishtune")
@@ -120,6 +120,7 @@ def run_stage(name: str, cfg) -> dict:
     handler = logs.attach_stage_file(run_dir, name)
     started = time.time()
     summary: dict = {}
+    runlock.stage_started(name)
     status.stage_started(run_dir, name)
     try:
         log.info("stage %s: starting (run %s)", name, run_dir)
@@ -171,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(overrides)
         # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
         stay_up = bool(cfg.get("serve", {}).get("after")) and "serve" not in names
-        status.begin(cfg.run_dir, names)
-        run_stages(names, cfg)
+        with runlock.hold(cfg.run_dir, names):  # one writer per run directory; before status.json is touched
+            status.begin(cfg.run_dir, names)
+            run_stages(names, cfg)
         if stay_up:
             log.info("serve.after=true: the stages are done; serving the model until stopped")
             run_stages(["serve"], cfg)
