@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -81,16 +82,30 @@ def _append(run_dir: Path, stage: str, text: str) -> None:
         fh.write(redact.redact(text))
 
 
-def _disk_full(err: BaseException) -> FishtuneError | None:
-    """ENOSPC anywhere in a stage (or torch's obscure zip-writer error for it) -> one clear line."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" writing {err.filename}" if err.filename else ""
-        return FishtuneError(
-            f"no space left on the device{where}",
-            hint="free disk space (or mount a bigger volume at /runs), then rerun the same command: "
-            "finished work is kept and the stage resumes",
-        )
-    return None
+def _disk_full(err: BaseException, run_dir: Path | None = None) -> FishtuneError | None:
+    """ENOSPC anywhere in a stage -> one clear line. Libraries that hide it (libsndfile's "System error",
+    torch's zip writer) are recognised by the errno in the exception chain, the message, or a full run disk."""
+    chain, e = [], err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    nospc = [x for x in chain if isinstance(x, OSError) and x.errno == errno.ENOSPC]
+    said = any("no space left on device" in str(x).lower() for x in chain)
+    if not (nospc or said or (run_dir is not None and _free_bytes(run_dir) < 1 << 20)):
+        return None
+    where = f" writing {nospc[0].filename}" if nospc and nospc[0].filename else ""
+    return FishtuneError(
+        f"no space left on the device{where}",
+        hint="free disk space (or mount a bigger volume at /runs), then rerun the same command: "
+        "finished work is kept and the stage resumes",
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62
 
 
 OOM_HINTS = {
@@ -132,7 +147,7 @@ def run_stage(name: str, cfg) -> dict:
         _append(run_dir, name, f"error: {err.one_line()}\n")
         raise
     except Exception as err:
-        known = _disk_full(err) or _out_of_memory(err, name)
+        known = _disk_full(err, run_dir) or _out_of_memory(err, name)
         if known is not None:
             _append(run_dir, name, traceback.format_exc() + f"error: {known.one_line()}\n")
             raise known from err
