@@ -113,19 +113,6 @@ def test_guard_refuses_an_untrained_base_model(fresh_run, finnish_data, tiny_mod
     assert not list((fresh_run / "train" / "checkpoints").glob("*.ckpt"))  # no money spent
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("train.gradient_checkpointing=sometimes", "must be auto, true, false or a layer count"),
-        ("train.packing=squeeze", "train.packing must be fill or pad"),
-        ("train.memory_fraction=2", "train.memory_fraction=2 is outside 0.1..1"),
-    ],
-)
-def test_bad_training_options_give_one_line_and_exit_2(fresh_run, finnish_data, tiny_model, override, message):
-    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", override) == 2
-    assert message in _log(fresh_run)
-
-
 def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     # lr 0: validation loss never improves, so training stops after `patience` validations without progress
     # (and upstream's padded packing, a configured number of checkpointed layers and compiled layers run as well)

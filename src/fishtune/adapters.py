@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from fishtune import lora
+from fishtune import lora, safeload
 from fishtune.errors import InputError
-from fishtune.modeling.files import file_hash, load_tensors
+from fishtune.modeling.files import file_hash
 
 log = logging.getLogger("fishtune.adapters")
 FORMAT = 2
@@ -80,8 +80,8 @@ def _resolve_file(path: Path) -> Path:
 
 
 def load_file(path: Path) -> dict:
-    """A ``.pth``/``.ckpt`` as plain data: never runs code from the file."""
-    obj = load_tensors(path, "LoRA weights", hint="the file is corrupt or not an adapter; use another checkpoint")
+    """A ``.pth``/``.ckpt`` as plain data (tensors, dicts, numbers, strings): never runs code from the file."""
+    obj = safeload.load(path, "LoRA weights", hint="the file is corrupt or not an adapter; use another checkpoint")
     if not isinstance(obj, dict):
         raise InputError(f"{path} is not an adapter file", hint="use a checkpoint written by the train stage")
     return obj

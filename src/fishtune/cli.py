@@ -8,12 +8,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from fishtune import logs, redact, stages, status
+from fishtune import logs, redact, runlock, stages, status
 from fishtune.errors import FishtuneError, UsageError
 
 log = logging.getLogger("fishtune")
@@ -81,16 +82,30 @@ def _append(run_dir: Path, stage: str, text: str) -> None:
         fh.write(redact.redact(text))
 
 
-def _disk_full(err: BaseException) -> FishtuneError | None:
-    """ENOSPC anywhere in a stage (or torch's obscure zip-writer error for it) -> one clear line."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        where = f" writing {err.filename}" if err.filename else ""
-        return FishtuneError(
-            f"no space left on the device{where}",
-            hint="free disk space (or mount a bigger volume at /runs), then rerun the same command: "
-            "finished work is kept and the stage resumes",
-        )
-    return None
+def _disk_full(err: BaseException, run_dir: Path | None = None) -> FishtuneError | None:
+    """ENOSPC anywhere in a stage -> one clear line. Libraries that hide it (libsndfile's "System error",
+    torch's zip writer) are recognised by the errno in the exception chain, the message, or a full run disk."""
+    chain, e = [], err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    nospc = [x for x in chain if isinstance(x, OSError) and x.errno == errno.ENOSPC]
+    said = any("no space left on device" in str(x).lower() for x in chain)
+    if not (nospc or said or (run_dir is not None and _free_bytes(run_dir) < 1 << 20)):
+        return None
+    where = f" writing {nospc[0].filename}" if nospc and nospc[0].filename else ""
+    return FishtuneError(
+        f"no space left on the device{where}",
+        hint="free disk space (or mount a bigger volume at /runs), then rerun the same command: "
+        "finished work is kept and the stage resumes",
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62
 
 
 OOM_HINTS = {
@@ -120,6 +135,7 @@ def run_stage(name: str, cfg) -> dict:
     handler = logs.attach_stage_file(run_dir, name)
     started = time.time()
     summary: dict = {}
+    runlock.stage_started(name)
     status.stage_started(run_dir, name)
     try:
         log.info("stage %s: starting (run %s)", name, run_dir)
@@ -131,7 +147,7 @@ def run_stage(name: str, cfg) -> dict:
         _append(run_dir, name, f"error: {err.one_line()}\n")
         raise
     except Exception as err:
-        known = _disk_full(err) or _out_of_memory(err, name)
+        known = _disk_full(err, run_dir) or _out_of_memory(err, name)
         if known is not None:
             _append(run_dir, name, traceback.format_exc() + f"error: {known.one_line()}\n")
             raise known from err
@@ -171,15 +187,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(overrides)
         # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
         stay_up = bool(cfg.get("serve", {}).get("after")) and "serve" not in names
-        status.begin(cfg.run_dir, names)
-        run_stages(names, cfg)
+        with runlock.hold(cfg.run_dir, names):  # one writer per run directory; before status.json is touched
+            status.begin(cfg.run_dir, names)
+            run_stages(names, cfg)
         if stay_up:
             log.info("serve.after=true: the stages are done; serving the model until stopped")
             run_stages(["serve"], cfg)
         return 0
     except FishtuneError as err:
         sys.stdout.flush()
-        print(f"error: {redact.redact(err.one_line())}", file=sys.stderr, flush=True)
+        for line in err.lines():
+            print(f"error: {redact.redact(line)}", file=sys.stderr, flush=True)
         return err.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; rerun the same command to resume", file=sys.stderr)

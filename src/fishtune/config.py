@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune.errors import UsageError
+from fishtune import schema
+from fishtune.errors import ConfigError, UsageError
 
 
 def config_dir() -> Path:
@@ -33,14 +34,30 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
+        aliases = schema.aliases(OmegaConf.to_container(cfg, resolve=False))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
             f"bad configuration override in {' '.join(overrides) or '(none)'}: {first}",
-            hint="use key=value for existing keys (see configs/config.yaml), +key=value to add one",
+            hint="use key=value for existing keys (see configs/config.yaml)",
         ) from err
+    check(cfg, aliases)
     return cfg
+
+
+def check(cfg: DictConfig, aliases: set[str] = frozenset()) -> None:
+    """Every value against :mod:`fishtune.schema` (types, ranges, choices), before any stage starts: one line per
+    bad value (exit 2). Valid strings from environment variables are converted in place (``SERVE_PORT``)."""
+    problems, fixes = schema.validate(OmegaConf.to_container(cfg, resolve=True), aliases)
+    if problems:
+        raise ConfigError(problems)
+    for dotted, value in fixes.items():
+        *parents, last = dotted.split(".")
+        node = cfg
+        for part in parents:
+            node = node[part]
+        node[last] = value
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -22,11 +22,26 @@ class FishtuneError(Exception):
             text += f". Fix: {self.hint}"
         return " ".join(text.split())
 
+    def lines(self) -> list[str]:
+        """What the CLI prints, one ``error:`` line each."""
+        return [self.one_line()]
+
 
 class UsageError(FishtuneError):
     """Wrong stage name, bad override or bad argument."""
 
     exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Values the config schema (:mod:`fishtune.schema`) rejects: one line per bad value."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} bad configuration value(s): " + "; ".join(problems))
+
+    def lines(self) -> list[str]:
+        return [" ".join(p.split()) for p in self.problems]
 
 
 class InputError(FishtuneError):

@@ -33,7 +33,7 @@ from typing import Any
 
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
-from fishtune.modeling.files import REQUIRED
+from fishtune.modeling.files import REQUIRED, check_data_only
 from fishtune.runstate import atomic_dir, link_or_copy, sha256_file
 
 log = logging.getLogger("fishtune.hub")
@@ -332,6 +332,7 @@ def download_model(
             hint="set model.repo_id to a repo with the openaudio-s1-mini layout",
         )
     sums = {rel: verify(p, rel, (sha256 or {}).get(rel)) for rel, p in found.items()}
+    check_data_only(found, f"{repo_id}@{commit}")  # nothing that would run code gets installed
     line = f"{source}: {repo_id}@{commit}, {len(sums)} files, sha256 in SHA256SUMS\n"
     install_files(
         found,

@@ -58,7 +58,11 @@ class Whisper:
             # local_files_only: a folder path never reaches the Hub (and no process-wide offline switch is set,
             # since a later stage in the same process, e.g. publish, may need the Hub)
             self.processor = WhisperProcessor.from_pretrained(str(self.folder), local_files_only=True)
-            model = WhisperForConditionalGeneration.from_pretrained(str(self.folder), local_files_only=True)
+            model = WhisperForConditionalGeneration.from_pretrained(
+                str(self.folder),
+                local_files_only=True,
+                use_safetensors=True,  # never a pickled .bin
+            )
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise InputError(

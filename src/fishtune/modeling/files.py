@@ -23,17 +23,6 @@ REQUIRED = LLM_FILES + CODEC_FILES
 CODEC_CONFIG = "codec_config.yaml"
 
 
-def load_tensors(path: str | os.PathLike, what: str, hint: str = "the file is truncated or corrupt; download it again"):
-    """A ``.pth``/``.ckpt`` as plain data (tensors, dicts, numbers, strings; memory-mapped): loading never runs code
-    from the file. Any failure is one :class:`InputError` naming ``what`` and the file."""
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:
-        raise InputError(f"cannot load {what} {path}: {str(err).splitlines()[0]}", hint=hint) from err
-
-
 def missing_files(model_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRED) -> list[str]:
     d = Path(model_dir)
     return [f for f in required if not (d / f).is_file() or (d / f).stat().st_size == 0]
@@ -107,3 +96,16 @@ PIN_HINT = (
     "download it again (STAGE=fetch fetch.model=always), or, for another model folder on purpose "
     "(e.g. an earlier run's merged model), set model.verify_files=false"
 )
+
+
+def check_data_only(found: dict[str, Path], where: str) -> None:
+    """Refuse a downloaded model folder whose weights are not plain data (a pickle that would run code) or whose
+    codec config names a class outside the codec allow-list, before it is installed."""
+    from fishtune import safeload
+    from fishtune.modeling.codec import read_codec_config
+
+    for rel, path in sorted(found.items()):
+        if rel == CODEC_CONFIG:
+            read_codec_config(path)
+        elif rel.endswith((".pth", ".ckpt", ".pt", ".bin")):
+            safeload.load(path, f"{rel} of {where}", hint="the download is corrupt; fetch again or use another repo")

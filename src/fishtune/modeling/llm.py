@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from fishtune import safeload
 from fishtune.errors import InputError
-from fishtune.modeling.files import LLM_FILES, check_model_dir, load_tensors
+from fishtune.modeling.files import LLM_FILES, check_model_dir
 
 log = logging.getLogger("fishtune.model")
 DERIVED = ("freqs_cis", "causal_mask", "k_cache", "v_cache")
@@ -69,7 +70,8 @@ def clean_state_dict(weights: dict) -> OrderedDict:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> OrderedDict:
-    return clean_state_dict(load_tensors(path, "weights"))
+    weights = safeload.load(path, "weights", hint="the file is truncated or corrupt; download it again")
+    return clean_state_dict(weights)
 
 
 def load_llm(

@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fishtune import archives, formats, hub, redact
-from fishtune.errors import InputError, UsageError
+from fishtune.errors import InputError
 from fishtune.modeling import files
 from fishtune.runstate import RunState, clean_leftovers, sha256_file, sha256_json, write_json_atomic
 
@@ -44,10 +44,7 @@ def _opt(cfg: DictConfig, dotted: str, default=None):
 def dataset_source(cfg: DictConfig) -> dict | None:
     """The configured dataset source, or None when the dataset is simply ``paths.data``."""
     path, repo = _opt(cfg, "fetch.dataset.path"), _opt(cfg, "fetch.dataset.repo_id")
-    if path and repo:
-        raise UsageError(
-            "both fetch.dataset.path and fetch.dataset.repo_id are set", hint="set one dataset source, not both"
-        )
+    # not both: fishtune.schema
     if path:
         return {"kind": "path", "path": str(path)}
     if repo:
@@ -96,8 +93,6 @@ def _marker(dest: Path) -> dict:
 
 def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: str | None) -> dict:
     mode = str(_opt(cfg, "fetch.model", "auto"))
-    if mode not in ("auto", "always", "never"):
-        raise UsageError(f"fetch.model={mode} is not auto, always or never", hint="use fetch.model=auto")
     dest = Path(cfg.model.path)
     repo, revision = cfg.model.get("repo_id"), cfg.model.get("revision")
     missing = files.missing_files(dest) if dest.is_dir() else list(files.REQUIRED)

@@ -53,8 +53,8 @@ def split(rows: list[dict], fraction: float, vmin: int, vmax: int, by: str, seed
         k = min(max(round(fraction * len(speakers)), 1), len(speakers) - 1)
         held = set(sorted(speakers, key=lambda s: _rank(seed, s))[:k])
         val = {r["id"] for r in rows if r["speaker"] in held}
-    else:
-        raise UsageError(f"unknown pack.split_by '{by}'", hint="use clip or speaker")
+    else:  # clip | speaker: fishtune.schema
+        raise AssertionError(by)
     return set(ids) - val, val
 
 

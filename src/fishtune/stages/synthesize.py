@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from fishtune import audio, devices, generation, text
-from fishtune.errors import InputError, StageFailed, UsageError
+from fishtune.errors import InputError, StageFailed
 from fishtune.modeling import codec as codec_mod
 from fishtune.progress import Progress
 from fishtune.runstate import RunState, sha256_json, write_jsonl_atomic
@@ -50,8 +50,6 @@ def reference(cfg: DictConfig, codec, device) -> tuple[list[str], list[torch.Ten
     s = cfg.synthesize
     if not s.reference_audio:
         return [], []
-    if not s.reference_text:
-        raise UsageError("synthesize.reference_audio needs synthesize.reference_text (its transcript)")
     ref_text, codes = generation.encode_reference(
         codec, s.reference_audio, str(s.reference_text), str(cfg.recipe.normalize), device
     )

@@ -28,7 +28,7 @@ from fishtune import adapters, devices, lora
 from fishtune.errors import StageFailed, UsageError
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
-from fishtune.training import checkpoints, memory
+from fishtune.training import checkpoints
 from fishtune.training import forward as fw
 from fishtune.training.precision import trainer_args
 
@@ -41,22 +41,6 @@ def choose_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16-true"
     return "32-true"
-
-
-def check_options(t: DictConfig) -> None:
-    """One-line errors for option values that would otherwise fail deep inside training."""
-    try:
-        memory.parse(t.gradient_checkpointing)
-    except ValueError as e:
-        raise UsageError(str(e), hint="e.g. train.gradient_checkpointing=auto") from None
-    from fishtune.training.samples import PACKINGS
-
-    if str(t.packing) not in PACKINGS:
-        raise UsageError(f"train.packing must be fill or pad, not {t.packing!r}", hint="train.packing=fill")
-    if not 0.1 <= float(t.memory_fraction) <= 1.0:
-        raise UsageError(
-            f"train.memory_fraction={t.memory_fraction} is outside 0.1..1", hint="train.memory_fraction=0.9"
-        )
 
 
 def adapter_settings(cfg: DictConfig) -> tuple[lora.LoraSettings, adapters.Adapter | None]:
@@ -184,7 +168,6 @@ def run(cfg: DictConfig) -> dict:
     train_dir = run_dir / "train"
     ckpt_dir = train_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    check_options(t)
     device = devices.pick(str(t.device))
     precision = choose_precision(str(t.precision), device)
     L.seed_everything(int(t.seed), workers=True, verbose=False)

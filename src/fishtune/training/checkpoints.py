@@ -43,6 +43,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "it resumes from the previous checkpoint, which is intact",
             ) from err
 
+    def load_checkpoint(self, path, map_location=None):
+        """Resume reads the checkpoint as plain data (Lightning's own loader unpickles with weights_only=False)."""
+        from fishtune import safeload
+
+        hint = "move it away and rerun train: it resumes from the previous checkpoint"
+        return safeload.load(path, "checkpoint", hint=hint, mmap=False)
+
 
 def step_of(path: Path) -> int:
     m = STEP_RE.search(path.name)
