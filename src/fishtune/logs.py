@@ -23,11 +23,24 @@ class _LineBufferedFileHandler(logging.FileHandler):
         self.flush()
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is emitted (not the one at set-up, which a test's
+    capture, or a process that swapped its streams, may since have closed)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.setLevel(level)
     if not any(getattr(h, "_fishtune_stdout", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
         handler._fishtune_stdout = True  # type: ignore[attr-defined]
         handler.addFilter(redact.RedactFilter())  # the HF token never reaches a log
