@@ -204,5 +204,5 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise InputError(f"archive {archive} not found", hint="check fetch.dataset.path / fetch.dataset.archive")
-    with atomic_dir(dest, tag="extract") as tmp:
+    with atomic_dir(dest, tag="extract", what="fetch.dataset.dest folder") as tmp:
         return _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)
