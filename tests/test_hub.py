@@ -292,3 +292,28 @@ def test_network_failures_are_transient_and_refusals_are_not():
     assert other.transient and "failed:" in other.message
     missing = hub.explain(RevisionNotFoundError("no such revision"), repo_id="me/x", revision="v9")
     assert not missing.transient and "does not exist" in missing.message
+
+
+@pytest.mark.parametrize(
+    ("content", "rc"),
+    [
+        (f"{HUB_TOKEN}\n# my Hugging Face token, read-only\n", 0),
+        (f"# comment\n{HUB_TOKEN}\nhf_secondTOKENline12345\n", 1),
+    ],
+    ids=["comment line", "two tokens"],
+)
+def test_token_file_with_a_second_line_never_leaks(tmp_path, fake_hub, tiny_model, content, rc):
+    fake_hub.add_repo(REPO, _model_files(tiny_model))
+    token_file = tmp_path / "hf_token"
+    token_file.write_text(content)
+    env = {**os.environ, "HF_TOKEN_FILE": str(token_file), "FISHTUNE_RUNS": str(tmp_path / "runs"), "RUN_NAME": "t"}
+    dest = tmp_path / "models" / "s1"
+    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, *_hub_args(fake_hub, tmp_path, dest)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == rc, p.stderr
+    if rc == 0:  # the comment is not part of the token: the Hub got exactly the token
+        assert {r["token"] for r in fake_hub.requests} == {HUB_TOKEN} and (dest / "model.pth").is_file()
+    else:
+        assert f"{token_file} holds 2 lines that are not comments" in p.stderr and not fake_hub.requests
+    for secret in (HUB_TOKEN, "hf_secondTOKENline12345"):
+        assert secret not in p.stdout + p.stderr and not _grep_tree(tmp_path / "runs", secret)

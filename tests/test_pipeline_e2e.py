@@ -123,7 +123,7 @@ def test_prepare_fails_when_too_much_is_rejected(runner, tmp_path, finnish_data)
     assert proc.returncode == 1
     assert "9 of 15 inputs rejected (60% > prepare.max_reject_fraction=0.2)" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert len(_jsonl(runner.run_dir / "clips" / "rejected.jsonl")) == 9  # the report is still written
+    assert len(_jsonl(runner.run_dir / "logs" / "prepare.rejected.jsonl")) == 9  # the report is still written
     ok = runner("prepare", *TINY, "prepare.max_reject_fraction=0.7", env={"FISHTUNE_DATA": str(data)})
     assert "6 accepted" in ok.stdout
 

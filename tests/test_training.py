@@ -149,3 +149,43 @@ def test_incremental_training_from_lora_and_from_merged_model(tmp_path, fresh_ru
     assert run_inprocess(run3, finnish_data, fresh_run / "model", "train", "train.max_steps=10") == 0
     third = _summary(run3)
     assert third["baseline"]["base_val_loss"] == pytest.approx(first["best_val_loss"], abs=0.05)
+
+
+def test_kill_9_resume_with_dropout_is_exact_and_a_changed_finished_run_says_so(
+    tmp_path, packed_run, finnish_data, tiny_model
+):
+    """The default lora.dropout=0.01 draws random numbers: checkpoints carry the RNG state, so a resumed run is
+    identical; metrics.jsonl has each step once; a finished run rerun with other settings names what changed."""
+    import shutil
+
+    straight, killed = tmp_path / "runs" / "straight", tmp_path / "runs" / "killed"
+    for d in (straight, killed):
+        shutil.copytree(packed_run, d)
+    args = ("lora.dropout=0.01", "train.max_steps=16", "train.ckpt_every=4", "train.val_every=8", "train.log_every=1")
+    subprocess.run(stage_cmd(straight, finnish_data, tiny_model, "train", *args), check=True, timeout=600)
+    proc = subprocess.Popen(stage_cmd(killed, finnish_data, tiny_model, "train", *args), stdout=subprocess.DEVNULL)
+    metrics = killed / "train" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # past the step-8 checkpoint, with steps after it logged
+        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
+        if (killed / "train/checkpoints/step_000000008.ckpt").exists() and any(r["step"] > 9 for r in rows):
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "train" / "lora.pth").exists(), "the kill should land before training finished"
+    done = subprocess.run(stage_cmd(killed, finnish_data, tiny_model, "train", *args), capture_output=True, text=True)
+    assert done.returncode == 0 and "resumed at step" in done.stdout, done.stderr
+    a, b = _lora(straight), _lora(killed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if "train/loss" in x]
+    assert steps == list(range(1, 17)), steps
+    # rerunning the finished run with other settings: not "nothing to do" with the old adapter
+    for change, says in (("train.lr=2e-4", "train.lr 0.001 -> 0.0002"), ("lora.r=4", "lora.r 8 -> 4")):
+        p = subprocess.run(
+            stage_cmd(straight, finnish_data, tiny_model, "train", *args, change), capture_output=True, text=True
+        )
+        assert p.returncode == 2 and says in p.stderr and "start a new run" in p.stderr, p.stderr
+    p = subprocess.run(stage_cmd(straight, finnish_data, tiny_model, "train", *args), capture_output=True, text=True)
+    assert p.returncode == 0 and "nothing to do" in p.stdout

@@ -3,8 +3,11 @@
 Every member is checked before anything is written; the archive is refused (one line naming the archive and
 the member) when a member
 - has an absolute path or a ``..`` component (path traversal),
-- is a symbolic link or hard link whose target is absolute or resolves outside the target folder,
-- is a device, FIFO or other special file.
+- is a symbolic link or hard link whose target is absolute or resolves outside the target folder: checked by
+  the text of the target first, then, after extraction and before the rename, by resolving every link for real
+  (:func:`fishtune.paths.inside`), so a chain of relative links cannot climb out either,
+- is a device, FIFO or other special file,
+- is a file and a folder of the same name.
 Extraction goes to a temporary folder next to the target and is renamed into place at the end, so a killed
 or refused extraction leaves no partial dataset behind.
 """
@@ -19,6 +22,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from fishtune import paths
 from fishtune.errors import InputError
 from fishtune.runstate import atomic_dir
 
@@ -90,45 +94,75 @@ def _check_zip(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return infos
 
 
-def _inside(root: Path, path: Path) -> bool:
+def _target(archive: Path, dest: Path, name: str, rel: str, is_dir: bool) -> Path:
+    """Where member ``name`` goes; refuses a path through a link that leaves ``dest`` (links resolved for real)
+    and a file and a folder of the same name. A file member replaces an earlier file or link of its name
+    (tar's rule), never writing through that link."""
+    out = dest / rel
+    if not paths.inside(dest, out.parent):  # a symlinked folder inside the archive pointing elsewhere
+        raise _refuse(archive, name, "goes through a link that leaves the target folder")
     try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise _clash(archive, name, "is inside a folder that is also a file in the archive (same name)") from err
+    if is_dir:
+        if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):
+            raise _clash(archive, name, "is a folder, and a file or link of the same name is in the archive too")
+        return out
+    if out.is_dir() and not out.is_symlink():
+        raise _clash(archive, name, "is a file, and a folder of the same name is in the archive too")
+    if os.path.lexists(out):
+        out.unlink()
+    return out
+
+
+def _clash(archive: Path, member: str, why: str) -> InputError:
+    return InputError(
+        f"cannot extract {archive}: member {member!r} {why}",
+        hint="repack the archive so that each path is either a file or a folder",
+    )
+
+
+def _write(src, out: Path) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    with src, open(fd, "wb") as w:
+        shutil.copyfileobj(src, w, 1 << 20)
+
+
+def _check_links(archive: Path, dest: Path, names: dict[str, str]) -> None:
+    """After extraction, before the rename: every link, resolved for real (chains too), stays inside."""
+    for link in paths.links_leaving(dest):
+        rel = link.relative_to(dest).as_posix()
+        raise _refuse(archive, names.get(rel, rel), "is a link that resolves outside the target folder")
 
 
 def _extract_tar(archive: Path, dest: Path) -> int:
     try:
         with tarfile.open(archive) as tf:
             members = _check_tar(archive, tf)
-            count = 0
+            count, names = 0, {}
             for m in members:
                 rel = _check_name(archive, m.name)
                 if not rel:
                     continue
-                out = dest / rel
-                if not _inside(dest, out.parent):  # a symlinked folder inside the archive pointing elsewhere
-                    raise _refuse(archive, m.name, "goes through a link that leaves the target folder")
+                names[rel] = m.name
+                out = _target(archive, dest, m.name, rel, m.isdir())
                 if m.isdir():
                     out.mkdir(parents=True, exist_ok=True)
                 elif m.issym():
-                    out.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(m.linkname, out)
                 elif m.islnk():
                     src = dest / _check_name(archive, m.linkname)
-                    if not _inside(dest, src):
+                    if not paths.inside(dest, src) or not src.is_file():
                         raise _refuse(archive, m.name, "is a hard link through a link that leaves the target folder")
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, out)
+                    _write(open(src, "rb"), out)  # noqa: SIM115 - closed by _write
                 else:
-                    out.parent.mkdir(parents=True, exist_ok=True)
                     fh = tf.extractfile(m)
                     if fh is None:  # pragma: no cover - isfile() members always have data
                         continue
-                    with fh, open(out, "wb") as w:
-                        shutil.copyfileobj(fh, w, 1 << 20)
+                    _write(fh, out)
                     count += 1
+            _check_links(archive, dest, names)
             return count
     except (tarfile.TarError, EOFError, OSError) as err:
         if isinstance(err, OSError) and err.errno is not None:
@@ -143,24 +177,21 @@ def _extract_zip(archive: Path, dest: Path) -> int:
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = _check_zip(archive, zf)
-            count = 0
+            count, names = 0, {}
             for info in infos:
                 rel = _check_name(archive, info.filename)
                 if not rel:
                     continue
-                out = dest / rel
-                if not _inside(dest, out.parent):
-                    raise _refuse(archive, info.filename, "goes through a link that leaves the target folder")
+                names[rel] = info.filename
+                out = _target(archive, dest, info.filename, rel, info.is_dir())
                 if info.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
                 elif stat.S_ISLNK(_zip_mode(info)):
-                    out.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(zf.read(info).decode("utf-8"), out)
                 else:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as fh, open(out, "wb") as w:
-                        shutil.copyfileobj(fh, w, 1 << 20)
+                    _write(zf.open(info), out)
                     count += 1
+            _check_links(archive, dest, names)
             return count
     except (zipfile.BadZipFile, EOFError) as err:
         raise InputError(
@@ -173,5 +204,5 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> int:
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
         raise InputError(f"archive {archive} not found", hint="check fetch.dataset.path / fetch.dataset.archive")
-    with atomic_dir(dest, tag="extract") as tmp:
+    with atomic_dir(dest, tag="extract", what="fetch.dataset.dest folder") as tmp:
         return _extract_zip(archive, tmp) if zipfile.is_zipfile(archive) else _extract_tar(archive, tmp)

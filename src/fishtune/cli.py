@@ -9,7 +9,9 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -78,8 +80,23 @@ def parse(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _append(run_dir: Path, stage: str, text: str) -> None:
-    with open(run_dir / "logs" / f"{stage}.log", "a", encoding="utf-8") as fh:
-        fh.write(redact.redact(text))
+    try:
+        with open(run_dir / "logs" / f"{stage}.log", "a", encoding="utf-8") as fh:
+            fh.write(redact.redact(text))
+    except OSError:  # the one line on stderr still says what happened
+        pass
+
+
+def _attach_log(run_dir: Path, stage: str):
+    """The stage's log file; a run folder that cannot be written is one line, like every other error."""
+    try:
+        return logs.attach_stage_file(run_dir, stage)
+    except OSError as err:
+        where = err.filename or run_dir / "logs"
+        raise FishtuneError(
+            f"cannot write the log of stage {stage} in {where}: {err.strerror or err}",
+            hint="make the runs folder writable, or point FISHTUNE_RUNS (paths.runs) at a writable folder",
+        ) from err
 
 
 def _disk_full(err: BaseException, run_dir: Path | None = None) -> FishtuneError | None:
@@ -130,9 +147,24 @@ def _out_of_memory(err: BaseException, stage: str) -> FishtuneError | None:
     return FishtuneError(f"{what} in stage {stage}: {first[:200]}", hint=hint)
 
 
+_received: list[str] = []  # the signal that stopped this command (SIGTERM, SIGINT), once one came
+
+
+def _on_signal(signum: int, _frame) -> None:
+    """SIGTERM (docker stop, an orchestrator) and SIGINT (Ctrl-C) stop every stage the same way: as an interrupt.
+    Lightning turns the KeyboardInterrupt into ``sys.exit(1)`` and ignores SIGTERM on its own; :data:`_received`
+    lets :func:`main` still answer 130 "interrupted"."""
+    _received.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt
+
+
+def _interrupted(err: BaseException | None) -> bool:
+    return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and bool(_received))
+
+
 def run_stage(name: str, cfg) -> dict:
     run_dir = Path(cfg.run_dir)
-    handler = logs.attach_stage_file(run_dir, name)
+    handler = _attach_log(run_dir, name)
     started = time.time()
     summary: dict = {}
     runlock.stage_started(name)
@@ -158,7 +190,8 @@ def run_stage(name: str, cfg) -> dict:
             hint=f"full traceback in {run_dir / 'logs' / (name + '.log')}; please report it",
         ) from err
     finally:
-        status.stage_finished(name, summary, sys.exc_info()[1])
+        err = sys.exc_info()[1]
+        status.stage_finished(name, summary, KeyboardInterrupt() if _interrupted(err) else err)
         logs.detach(handler)
 
 
@@ -169,8 +202,8 @@ def run_stages(names: list[str], cfg) -> None:
         for name in names:
             run_stage(name, cfg)
         ok = True
-    except KeyboardInterrupt:
-        interrupted = True
+    except (KeyboardInterrupt, SystemExit) as err:
+        interrupted = _interrupted(err)
         raise
     finally:
         status.end(ok, interrupted)
@@ -179,6 +212,17 @@ def run_stages(names: list[str], cfg) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _received.clear()
+    main_thread = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     logs.setup()
     try:
         names, overrides = parse(sys.argv[1:] if argv is None else argv)
@@ -199,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in err.lines():
             print(f"error: {redact.redact(line)}", file=sys.stderr, flush=True)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+    except (KeyboardInterrupt, SystemExit) as err:
+        if not _interrupted(err):
+            raise
+        by = f" by {_received[0]}" if _received else ""
+        print(f"error: interrupted{by}; rerun the same command to resume", file=sys.stderr, flush=True)
         return 130
 
 

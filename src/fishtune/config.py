@@ -42,6 +42,7 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
             f"bad configuration override in {' '.join(overrides) or '(none)'}: {first}",
             hint="use key=value for existing keys (see configs/config.yaml)",
         ) from err
+    check_run_name(cfg)
     check(cfg, aliases)
     return cfg
 
@@ -58,6 +59,17 @@ def check(cfg: DictConfig, aliases: set[str] = frozenset()) -> None:
         for part in parents:
             node = node[part]
         node[last] = value
+
+
+def check_run_name(cfg: DictConfig) -> None:
+    """The run goes to ``$FISHTUNE_RUNS/$RUN_NAME``: the name must be one plain folder name, so that a run never
+    writes outside the runs root (``../../x``) or into the root itself (empty)."""
+    name = str(cfg.get("run_name") if cfg.get("run_name") is not None else "")
+    if not name.strip() or name.strip() in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UsageError(
+            f"RUN_NAME (run_name) {name!r} is not a plain folder name",
+            hint="use letters, digits, '-', '_' or '.', e.g. RUN_NAME=fi-2024-06 (the run is $FISHTUNE_RUNS/<name>)",
+        )
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -13,10 +13,13 @@ For the two table formats the last non-empty text column is used (the dataset's 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from fishtune import paths
 from fishtune.audio import AUDIO_EXTENSIONS
 from fishtune.errors import InputError
 
@@ -55,7 +58,8 @@ def detect(root: Path) -> str:
         return "ljspeech"
     if (root / "transcript.txt").is_file():
         return "css10"
-    if any(p.suffix.lower() in AUDIO_EXTENSIONS or p.suffix == ".lab" for p in _walk(root, depth=2)):
+    found, problems = scan(root)
+    if found or problems:
         return "fish"
     raise InputError(
         f"no dataset found in {root}: expected <speaker>/<clip>.wav + .lab files, metadata.csv (LJSpeech) "
@@ -64,14 +68,82 @@ def detect(root: Path) -> str:
     )
 
 
-def _walk(root: Path, depth: int):
-    for p in sorted(root.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_file():
-            yield p
-        elif p.is_dir() and depth > 1:
-            yield from _walk(p, depth - 1)
+def _is_clip_name(name: str) -> bool:
+    ext = Path(name).suffix.lower()
+    return ext in AUDIO_EXTENSIONS or ext == ".lab"
+
+
+def _problem(root: Path, path: Path, why: str) -> Item:
+    rel = path.relative_to(root).parts
+    speaker = safe_name(rel[0]) if len(rel) > 1 else safe_name(root.name)
+    parts = list(rel[1:] if len(rel) > 1 else rel)
+    clip = safe_name("_".join([*parts[:-1], Path(parts[-1]).stem]))
+    return Item(f"{speaker}/{clip}", speaker, None, None, str(path), problem=why)
+
+
+def _listdir(root: Path, folder: Path, problems: list[Item]) -> list[Path] | None:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as err:
+        why = f"cannot read the folder {folder} ({err.strerror or err})"
+        if folder == root:
+            raise InputError(f"{why}", hint="make the dataset readable (chmod -R a+rX) and rerun") from err
+        problems.append(_problem(root, folder, f"{why}; make it readable (chmod -R a+rX)"))
+        return None
+
+
+def _too_deep(root: Path, folder: Path, problems: list[Item]) -> None:
+    for sub, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files + [d for d in dirs if _is_clip_name(d)]):
+            if _is_clip_name(name) and not name.startswith("."):
+                p = Path(sub) / name
+                problems.append(
+                    _problem(
+                        root,
+                        p,
+                        f"{p} is {len(p.relative_to(root).parts) - 1} folders deep; the fish layout is "
+                        "<speaker>/<clip>.wav + .lab: move it up, or point the dataset at its parent",
+                    )
+                )
+
+
+def scan(root: Path, depth: int = 2) -> tuple[list[Path], list[Item]]:
+    """The audio and ``.lab`` files of the fish layout (``root/*`` and ``root/<speaker>/*``), and an :class:`Item`
+    with a problem for every clip-like entry that cannot be used: deeper files, FIFOs and devices (or links to
+    them), folders named like clips, links leading outside ``root`` (resolved for real) and unreadable folders."""
+    found: list[Path] = []
+    problems: list[Item] = []
+
+    def visit(folder: Path, level: int) -> None:
+        for p in _listdir(root, folder, problems) or []:
+            clip = _is_clip_name(p.name)
+            try:
+                mode = p.stat().st_mode  # follows links
+            except OSError:
+                mode = None
+            if p.is_symlink() and not paths.inside(root, p):
+                if clip or (mode is not None and stat.S_ISDIR(mode)):
+                    where = paths.real(p)
+                    problems.append(_problem(root, p, f"{p} is a link to {where}, outside the dataset folder"))
+            elif mode is not None and stat.S_ISDIR(mode) and not clip:
+                if level < depth:
+                    visit(p, level + 1)
+                else:
+                    _too_deep(root, p, problems)
+            elif not clip:
+                continue
+            elif mode is None:
+                problems.append(_problem(root, p, f"{p} is a broken link"))
+            elif stat.S_ISDIR(mode):
+                problems.append(_problem(root, p, f"{p} is a folder, not an audio or transcript file"))
+            elif not stat.S_ISREG(mode):
+                problems.append(_problem(root, p, f"{p} is not a regular file (a FIFO, device or socket)"))
+            else:
+                found.append(p)
+
+    visit(root, 1)
+    return found, problems
 
 
 def read(root: str | Path, fmt: str = "auto") -> tuple[str, list[Item]]:
@@ -100,9 +172,9 @@ def _mark_duplicates(items: list[Item]) -> list[Item]:
 
 
 def read_fish(root: Path) -> list[Item]:
-    items: list[Item] = []
     by_stem: dict[tuple[Path, str], dict[str, list[Path]]] = {}
-    for p in _walk(root, depth=2):
+    found, items = scan(root)
+    for p in found:
         ext = p.suffix.lower()
         if ext in AUDIO_EXTENSIONS or ext == ".lab":
             by_stem.setdefault((p.parent, p.stem), {}).setdefault("lab" if ext == ".lab" else "audio", []).append(p)
@@ -110,6 +182,8 @@ def read_fish(root: Path) -> list[Item]:
         speaker = safe_name(parent.name)
         clip_id = f"{speaker}/{safe_name(stem)}"
         audios, lab = found.get("audio", []), found.get("lab", [None])[0]
+        if not audios and any(i.source == str(lab.with_suffix(e)) for i in items for e in AUDIO_EXTENSIONS):
+            continue  # its audio is already listed with the reason it cannot be used
         if not audios:
             items.append(Item(clip_id, speaker, None, None, str(lab), problem=f"transcript {lab} has no audio file"))
             continue
@@ -137,7 +211,10 @@ def read_fish(root: Path) -> list[Item]:
                 )
             )
             continue
-        text, problem = decode_text(lab.read_bytes(), str(lab))
+        try:
+            text, problem = decode_text(lab.read_bytes(), str(lab))
+        except OSError as err:
+            text, problem = None, f"cannot read the transcript {lab} ({err.strerror or err}); make it readable"
         items.append(Item(clip_id, speaker, audio, text, str(audio), problem=problem))
     return items
 
@@ -157,7 +234,12 @@ def _read_table(path: Path) -> list[tuple[int, list[str] | None, str | None]]:
     return rows
 
 
-def _table_items(root: Path, table: str, speaker: str, audio_for) -> list[Item]:
+def _table_items(root: Path, table: str, speaker: str, audio_for, columns: str) -> list[Item]:
+    if not paths.inside(root, root / table):
+        raise InputError(
+            f"{root / table} is a link to {paths.real(root / table)}, outside the dataset folder",
+            hint="copy the file into the dataset folder",
+        )
     items = []
     for lineno, cols, problem in _read_table(root / table):
         where = f"{table}:{lineno}"
@@ -176,11 +258,24 @@ def _table_items(root: Path, table: str, speaker: str, audio_for) -> list[Item]:
                 )
             )
             continue
+        if len(cols) > columns.count("|") + 1:
+            items.append(
+                Item(
+                    f"{speaker}/{safe_name(Path(cols[0]).stem)}",
+                    speaker,
+                    None,
+                    None,
+                    where,
+                    problem=f"{len(cols)} columns where {table} has at most {columns.count('|') + 1} ({columns}): "
+                    f"is there a '|' inside the text? ({where})",
+                )
+            )
+            continue
         audio = audio_for(cols[0])
         clip_id = f"{speaker}/{safe_name(Path(cols[0]).stem)}"
         texts = [c for c in cols[1:3] if c]
         text = texts[-1] if texts else None
-        if not audio.resolve().is_relative_to(root.resolve()):
+        if not paths.inside(root, audio):
             items.append(
                 Item(
                     clip_id,
@@ -210,9 +305,9 @@ def read_ljspeech(root: Path) -> list[Item]:
                 return cand
         return root / "wavs" / f"{clip}.wav"
 
-    return _table_items(root, "metadata.csv", speaker, audio_for)
+    return _table_items(root, "metadata.csv", speaker, audio_for, "id|text|normalized text")
 
 
 def read_css10(root: Path) -> list[Item]:
     speaker = safe_name(root.name)
-    return _table_items(root, "transcript.txt", speaker, lambda rel: root / rel)
+    return _table_items(root, "transcript.txt", speaker, lambda rel: root / rel, "path|text|normalized text|duration")

@@ -288,7 +288,7 @@ def download_file(
 
 def install_files(files: dict[str, Path], dest: Path, extra: dict[str, str] | None = None) -> None:
     """Put ``{relative path: source}`` into ``dest`` as real files (hard link or copy), replacing it atomically."""
-    with atomic_dir(dest, tag="fetch") as tmp:
+    with atomic_dir(dest, tag="fetch", what="download folder") as tmp:
         for rel, src in files.items():
             link_or_copy(src, tmp / rel)
         for rel, text in (extra or {}).items():
@@ -412,6 +412,7 @@ class Uploader:
                 repo_type=self.repo_type,
                 revision=self.revision,
                 commit_message=message,
+                ignore_patterns=[".fishtune-output"],  # fishtune's own "made by fishtune" marker stays local
             ),
             **self._ctx(),
         )

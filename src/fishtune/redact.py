@@ -32,6 +32,21 @@ def remember(secret: str | None) -> None:
         _remembered.add(secret.strip())
 
 
+def parse_token_file(content: str, path: Path) -> str | None:
+    """The one token reader: the file's single line that is not blank and not a ``#`` comment (``None`` when there
+    is none). Every line is remembered for masking first, so even a refused file never shows up in a log."""
+    lines = [line.strip() for line in content.splitlines()]
+    for line in lines:
+        remember(line)
+    tokens = [line for line in lines if line and not line.startswith("#")]
+    if len(tokens) > 1:
+        raise InputError(
+            f"the Hugging Face token file {path} holds {len(tokens)} lines that are not comments",
+            hint="put only the token in it (lines starting with # are ignored), or set HF_TOKEN",
+        )
+    return tokens[0] if tokens else None
+
+
 def read_token() -> tuple[str | None, str]:
     """``(token, where it came from)``; ``(None, ...)`` for anonymous access. Never logs the value."""
     for name in TOKEN_ENV:
@@ -41,7 +56,7 @@ def read_token() -> tuple[str | None, str]:
             return value, f"${name}"
     path = token_file()
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        content = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None, f"none (no $HF_TOKEN, no token file {path}): anonymous"
     except (OSError, UnicodeDecodeError) as err:
@@ -49,9 +64,9 @@ def read_token() -> tuple[str | None, str]:
             f"cannot read the Hugging Face token file {path}: {getattr(err, 'strerror', None) or err}",
             hint="mount a readable file holding only the token, or set HF_TOKEN",
         ) from err
+    value = parse_token_file(content, path)
     if not value:
         return None, f"none (token file {path} is empty): anonymous"
-    remember(value)
     return value, f"the file {path}"
 
 
@@ -93,5 +108,5 @@ class RedactFilter(logging.Filter):
 
 def load_file_token() -> None:
     """Remember the token file's content (if any) so it is masked even before a stage reads it."""
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        remember(token_file().read_text(encoding="utf-8"))
+    with contextlib.suppress(OSError, UnicodeDecodeError, InputError):
+        parse_token_file(token_file().read_text(encoding="utf-8"), token_file())

@@ -88,19 +88,51 @@ def clean_leftovers(path: str | os.PathLike) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+OWNED = ".fishtune-output"  # written into every folder atomic_dir makes: "fishtune made this, it may replace it"
+# Folders earlier fishtune versions made, before OWNED existed: their own marker files.
+LEGACY_OWNED = (".fishtune-source.json", "WEIGHTS_SOURCE", "state.json", "report.json", "index.jsonl")
+
+
+def check_replaceable(path: str | os.PathLike, what: str = "output folder") -> None:
+    """The one rule for output folders: fishtune replaces a folder only if it is empty or fishtune made it
+    (:data:`OWNED`); anything else is refused with one line naming it, before any work."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise InputError(f"the {what} {path} is a file or link, not a folder fishtune made", hint=_OWN_HINT)
+    if any((path / m).is_file() for m in (OWNED, *LEGACY_OWNED)):
+        return
+    try:
+        empty = not any(path.iterdir())
+    except OSError as err:
+        raise InputError(f"cannot read the {what} {path} ({err.strerror or err})", hint=_OWN_HINT) from err
+    if not empty:
+        raise InputError(
+            f"the {what} {path} is not empty and was not made by fishtune: refusing to replace it", hint=_OWN_HINT
+        )
+
+
+_OWN_HINT = "point the setting at a new or empty folder (fishtune replaces only folders it made)"
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, tag: str = "") -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, tag: str = "", what: str = "output folder") -> Iterator[Path]:
     """Yield an empty temporary folder next to ``path``; on success it replaces ``path`` as a whole.
 
-    A crash leaves the old folder (or none) and a hidden ``.name.[tag.]*`` temp folder, never a mix of old and new;
-    :func:`clean_leftovers` removes such folders.
+    ``path`` must be absent, empty or made by fishtune (:func:`check_replaceable`); the new folder is marked with
+    :data:`OWNED`. A crash leaves the old folder (or none) and a hidden ``.name.[tag.]*`` temp folder, never a mix
+    of old and new; :func:`clean_leftovers` removes such folders.
     """
     path = Path(path)
+    check_replaceable(path, what)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{tag + '.' if tag else ''}", dir=path.parent))
     make_public(tmp, directory=True)
     try:
         yield tmp
+        (tmp / OWNED).write_text("made by fishtune; it may replace this folder as a whole\n", encoding="utf-8")
+        check_replaceable(path, what)  # still true after the work (another process may have filled it)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -134,6 +134,7 @@ class _Status:
                 old = json.loads((self.run_dir / STATUS_FILE).read_text(encoding="utf-8"))
                 if isinstance(old.get("stages"), dict):
                     self.stages = old["stages"]  # earlier commands' stages stay in the picture
+                    _mark_killed(self.stages, old.get("pid"))
             except (OSError, ValueError):
                 pass
 
@@ -190,6 +191,33 @@ class _Status:
 
 
 _S = _Status()
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _mark_killed(stages: dict, pid: Any) -> None:
+    """A stage an earlier command left "running" (it was killed with no chance to say so) is recorded "killed"."""
+    for rec in stages.values():
+        if isinstance(rec, dict) and rec.get("state") == "running":
+            rec["state"] = "killed"
+            rec["error"] = f"the command (pid {pid}) ended without finishing this stage (kill -9, OOM killer, power?)"
+
+
+def read(run_dir: str | os.PathLike) -> dict:
+    """``status.json`` as a reader should see it: a "running" run whose process is gone (same host) is "killed"."""
+    doc = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    if doc.get("state") == "running" and doc.get("host") == socket.gethostname() and not _alive(doc.get("pid")):
+        doc["state"] = "killed"
+        _mark_killed(doc.get("stages") or {}, doc.get("pid"))
+    return doc
 
 
 # -- what the CLI calls ------------------------------------------------------------------------------------------
@@ -444,3 +472,7 @@ def summary(run_dir: str | os.PathLike, ok: bool) -> dict:
     sys.stdout.flush()
     print("\n" + text, flush=True)
     return doc
+
+
+if __name__ == "__main__":  # python -m fishtune.status RUN_DIR: status.json as it stands (a dead run says "killed")
+    print(json.dumps(read(sys.argv[1] if len(sys.argv) > 1 else "."), indent=2, sort_keys=True))

@@ -173,7 +173,55 @@ def _check_model(rep: Report, cfg: DictConfig) -> dict:
         )
     except FishtuneError as err:
         rep.add("model config", "FAIL", err.one_line())
+    _check_sums(rep, d, Path(cfg.paths.cache))
+    _check_weights(rep, d)
     return hashes
+
+
+def _check_sums(rep: Report, d: Path, cache: Path) -> None:
+    """``SHA256SUMS`` (written by fetch and the image build), when the folder has one: every file it names."""
+    sums = d / "SHA256SUMS"
+    if not sums.is_file():
+        return
+    bad = []
+    lines = [line.split(None, 1) for line in sums.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for digest, name in ((parts[0], parts[1].strip().lstrip("*")) for parts in lines if len(parts) == 2):
+        path = d / name
+        if not path.is_file():
+            bad.append(f"{name} is missing")
+        elif files.file_hash(path, cache) != digest.lower():
+            bad.append(f"{name} does not match its sha256")
+    if bad:
+        rep.add(
+            "SHA256SUMS",
+            "FAIL",
+            f"{sums}: {'; '.join(bad)} (download the weights again: STAGE=fetch fetch.model=always)",
+        )
+    else:
+        rep.add("SHA256SUMS", "ok", f"{len(lines)} files match {sums}")
+
+
+def _check_weights(rep: Report, d: Path) -> None:
+    """Load the weights as the stages will: every tensor of model.pth by name and shape (on the meta device, so
+    nothing is copied), and the codec with its config; a truncated or mismatching file fails here, not later."""
+    from fishtune.modeling import codec, llm
+
+    for name, load in (
+        ("model weights", lambda: llm.load_llm(d, device="meta")),
+        ("codec", lambda: codec.load_codec(d)),
+    ):
+        try:
+            load()
+            rep.add(
+                name, "ok", f"{'model.pth' if name == 'model weights' else 'codec.pth'} loads and matches its config"
+            )
+        except FishtuneError as err:
+            rep.add(name, "FAIL", err.one_line())
+        except Exception as err:  # a broken config or shape mismatch inside the model code
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            rep.add(
+                name, "FAIL", f"cannot load the {name} in {d}: {type(err).__name__}: {first[:200]} (download it again)"
+            )
 
 
 def _check_data(rep: Report, cfg: DictConfig) -> dict:

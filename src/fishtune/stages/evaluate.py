@@ -36,6 +36,7 @@ from fishtune.progress import Progress
 from fishtune.runstate import (
     RunState,
     atomic_dir,
+    check_replaceable,
     clean_leftovers,
     read_jsonl,
     sha256_file,
@@ -482,6 +483,7 @@ def run(cfg: DictConfig) -> dict:
     ev = cfg.evaluate
     run_dir = Path(cfg.run_dir)
     out_dir = Path(ev.output)
+    check_replaceable(out_dir, "evaluate.output folder")  # before any work
     device = devices.pick(str(ev.device))
     min_sim = float(ev.pick.min_similarity)  # in [0, 1]: fishtune.schema
     notes: list[str] = []
@@ -502,7 +504,7 @@ def run(cfg: DictConfig) -> dict:
         device,
     )
     clean_leftovers(out_dir)  # temp folders of a killed evaluation
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, what="evaluate.output folder") as tmp:
         progress = Progress("evaluate", len(systems) * len(items), unit="samples", amount_unit="audio s", logger=log)
         results, losses = synthesize_all(cfg, systems, items, tmp / "audio", device, progress)
         progress.close()

@@ -26,7 +26,14 @@ from omegaconf import DictConfig
 from fishtune import archives, formats, hub, redact
 from fishtune.errors import InputError
 from fishtune.modeling import files
-from fishtune.runstate import RunState, clean_leftovers, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import (
+    RunState,
+    check_replaceable,
+    clean_leftovers,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+)
 
 log = logging.getLogger("fishtune.fetch")
 MARKER = ".fishtune-source.json"
@@ -120,6 +127,8 @@ def _fetch_dataset(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint
     if src is None:
         return {"skipped": True, "reason": f"dataset is paths.data ({cfg.paths.data})"}
     dest = Path(cfg.fetch.dataset.dest)
+    if src["kind"] == "hub" or not Path(src["path"]).is_dir():
+        check_replaceable(dest, "fetch.dataset.dest folder")  # before anything is downloaded
     pinned = _opt(cfg, "fetch.dataset.sha256")
     if src["kind"] == "path":
         path = Path(src["path"])

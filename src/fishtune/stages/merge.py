@@ -19,14 +19,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import adapters, faults, lora, modelcard
-from fishtune.errors import InputError, StageFailed
+from fishtune import adapters, faults, lora, modelcard, paths
+from fishtune.errors import InputError, StageFailed, UsageError
 from fishtune.generation import resolve_checkpoint
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import (
     RunState,
     atomic_dir,
+    check_replaceable,
     clean_leftovers,
     link_or_copy,
     sha256_file,
@@ -107,13 +108,25 @@ def check_deltas(base: dict, merged: dict, model) -> dict:
     return {"adapted_tensors": len(mods), "nonzero_deltas": nonzero, "max_delta_error": worst}
 
 
+def check_output(out_dir: Path, base_dir: Path) -> None:
+    """merge.output must not be (or hold, or lie in) the base model folder, and must be fishtune's to replace."""
+    out, base = paths.real(out_dir), paths.real(base_dir)
+    if out == base or out.is_relative_to(base) or base.is_relative_to(out):
+        raise UsageError(
+            f"merge.output {out_dir} would replace the base model folder model.path={base_dir}",
+            hint="set merge.output to a new folder (default: <run>/model)",
+        )
+    check_replaceable(out_dir, "merge.output folder")
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.time()
     run_dir = Path(cfg.run_dir)
-    ckpt = resolve_checkpoint(cfg)
     out_dir = Path(cfg.merge.output)
-    clean_leftovers(out_dir)  # temp folders of a killed merge
     base_dir = Path(cfg.model.path)
+    check_output(out_dir, base_dir)  # before any work
+    ckpt = resolve_checkpoint(cfg)
+    clean_leftovers(out_dir)  # temp folders of a killed merge
     log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
     adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
     adapters.check_base(adapter, base_dir, cfg.paths.cache, bool(cfg.lora.allow_other_base))

@@ -168,16 +168,31 @@ def run(cfg: DictConfig) -> dict:
 
     accepted.sort(key=lambda r: r["id"])
     rejected.sort(key=lambda r: r["id"])
+    stats = _stats(fmt, len(items), accepted, rejected, settings)
+    _log_result(len(items), stats, rejected, out)
+    _check_result(cfg, data_root, len(items), accepted, rejected)  # a failure leaves the earlier outputs as they were
     _remove_orphans(out, accepted)
     write_jsonl_atomic(out / "manifest.jsonl", accepted)
     write_jsonl_atomic(out / "rejected.jsonl", rejected)
-    stats = _stats(fmt, len(items), accepted, rejected, settings)
     write_json_atomic(out / "stats.json", stats)
+    d = stats["durations"]
+    RunState(cfg.run_dir).record(
+        "prepare",
+        fingerprint=sha256_json([sorted(keys.values()), settings]),
+        started=started,
+        accepted=len(accepted),
+        rejected=len(rejected),
+        hours=d.get("hours", 0.0),
+    )
+    return stats
+
+
+def _log_result(inputs: int, stats: dict, rejected: list[dict], out: Path) -> None:
     d = stats["durations"]
     log.info(
         "prepare: %d inputs, %d accepted (%.1f min, %.1f-%.1f s, median %.1f s), %d rejected (see %s)",
-        len(items),
-        len(accepted),
+        inputs,
+        stats["accepted"],
         d.get("seconds", 0) / 60,
         d.get("min", 0),
         d.get("max", 0),
@@ -190,24 +205,24 @@ def run(cfg: DictConfig) -> dict:
     if len(rejected) > 10:
         log.warning("... and %d more in %s", len(rejected) - 10, out / "rejected.jsonl")
 
+
+def _check_result(cfg: DictConfig, data_root: Path, inputs: int, accepted: list[dict], rejected: list[dict]) -> None:
+    """Fail before anything in ``clips/`` is replaced; the rejections of the failed attempt go to
+    ``logs/prepare.rejected.jsonl``, so the manifest, clips and reports of the last good run stay as they were."""
     limit = float(cfg.prepare.max_reject_fraction)
+    failed = Path(cfg.run_dir) / "logs" / "prepare.rejected.jsonl"
     if not accepted:
-        raise StageFailed(f"no usable clips in {data_root}", hint=f"see {out / 'rejected.jsonl'} for the reasons")
-    if items and len(rejected) / len(items) > limit:
+        write_jsonl_atomic(failed, rejected)
         raise StageFailed(
-            f"{len(rejected)} of {len(items)} inputs rejected ({len(rejected) / len(items):.0%} > "
-            f"prepare.max_reject_fraction={limit:g})",
-            hint=f"fix the inputs listed in {out / 'rejected.jsonl'} or raise prepare.max_reject_fraction",
+            f"no usable clips in {data_root}", hint=f"see {failed} for the reasons; clips/ was left as it was"
         )
-    RunState(cfg.run_dir).record(
-        "prepare",
-        fingerprint=sha256_json([sorted(keys.values()), settings]),
-        started=started,
-        accepted=len(accepted),
-        rejected=len(rejected),
-        hours=d.get("hours", 0.0),
-    )
-    return stats
+    if inputs and len(rejected) / inputs > limit:
+        write_jsonl_atomic(failed, rejected)
+        raise StageFailed(
+            f"{len(rejected)} of {inputs} inputs rejected ({len(rejected) / inputs:.0%} > "
+            f"prepare.max_reject_fraction={limit:g})",
+            hint=f"fix the inputs listed in {failed} or raise prepare.max_reject_fraction; clips/ was left as it was",
+        )
 
 
 def _stats(fmt: str, inputs: int, accepted: list[dict], rejected: list[dict], settings: dict) -> dict:

@@ -68,7 +68,7 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     out = run_dir / "publish"
     with atomic_dir(out) as tmp:
         for p in sorted(model_dir.iterdir()):
-            if p.is_file() and p.name not in ("README.md", "state.json"):
+            if p.is_file() and p.name not in ("README.md", "state.json") and not p.name.startswith("."):
                 link_or_copy(p, tmp / p.name)
         if (model_dir / "state.json").is_file():
             link_or_copy(model_dir / "state.json", tmp / "training" / "merge.json")

@@ -22,7 +22,14 @@ from fishtune import audio, devices, generation, text
 from fishtune.errors import InputError, StageFailed
 from fishtune.modeling import codec as codec_mod
 from fishtune.progress import Progress
-from fishtune.runstate import RunState, sha256_json, write_jsonl_atomic
+from fishtune.runstate import (
+    RunState,
+    atomic_dir,
+    check_replaceable,
+    clean_leftovers,
+    sha256_json,
+    write_jsonl_atomic,
+)
 
 log = logging.getLogger("fishtune.synthesize")
 
@@ -64,12 +71,33 @@ def run(cfg: DictConfig) -> dict:
     device = devices.pick(str(s.device))
     dtype = generation.inference_dtype(device)
     lines = sentences(cfg)
+    out_dir = Path(s.output)
+    check_replaceable(out_dir, "synthesize.output folder")  # before the model is loaded
     model, folder = generation.load_model(cfg, str(s.model))
     model = model.to(device=device, dtype=dtype).eval()
     codec = codec_mod.load_codec(generation.codec_folder(cfg, folder), device=device)
     ref_texts, ref_codes = reference(cfg, codec, device)
-    out_dir = Path(s.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out_dir)  # temp folders of a killed run
+    with atomic_dir(out_dir, what="synthesize.output folder") as tmp:  # a crash keeps the old samples as they were
+        rows = synthesize_lines(cfg, lines, model, codec, device, (ref_texts, ref_codes), tmp)
+        write_jsonl_atomic(tmp / "index.jsonl", rows)
+    sr = int(codec.sample_rate)
+    total = sum(r["seconds"] for r in rows)
+    log.info("synthesize: %d wavs, %.1f s of audio at %d Hz in %s (model: %s)", len(rows), total, sr, out_dir, s.model)
+    RunState(cfg.run_dir).record(
+        "synthesize",
+        fingerprint=sha256_json([lines, str(s.model)]),
+        started=started,
+        wavs=len(rows),
+        audio_seconds=round(total, 2),
+    )
+    return {"wavs": len(rows), "audio_seconds": total, "output": str(out_dir)}
+
+
+def synthesize_lines(cfg: DictConfig, lines: list[str], model, codec, device, ref, out: Path) -> list[dict]:
+    """One wav per line in ``out``; returns the index rows."""
+    s = cfg.synthesize
+    ref_texts, ref_codes = ref
     sr = int(codec.sample_rate)
     rows = []
     progress = Progress("synthesize", len(lines), unit="sentences", amount_unit="audio s", logger=log, every=0)
@@ -85,7 +113,7 @@ def run(cfg: DictConfig) -> dict:
             )
         wave = generation.decode(codec, codes, device)
         seconds = time.perf_counter() - t0
-        path = out_dir / f"{i:03d}.wav"
+        path = out / f"{i:03d}.wav"
         audio.save_wav(path, wave, sr)
         dur = wave.size / sr
         rows.append(
@@ -101,14 +129,4 @@ def run(cfg: DictConfig) -> dict:
         )
         progress.update(1, amount=dur)
     progress.close()
-    write_jsonl_atomic(out_dir / "index.jsonl", rows)
-    total = sum(r["seconds"] for r in rows)
-    log.info("synthesize: %d wavs, %.1f s of audio at %d Hz in %s (model: %s)", len(rows), total, sr, out_dir, s.model)
-    RunState(cfg.run_dir).record(
-        "synthesize",
-        fingerprint=sha256_json([lines, str(s.model)]),
-        started=started,
-        wavs=len(rows),
-        audio_seconds=round(total, 2),
-    )
-    return {"wavs": len(rows), "audio_seconds": total, "output": str(out_dir)}
+    return rows

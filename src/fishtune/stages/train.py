@@ -137,16 +137,43 @@ def probe_batch(model, stream, candidates: int = 8) -> dict:
     return max(batches, key=lambda b: int(fw.semantic_mask(model, b["labels"][:, 0]).sum()))
 
 
-def _already_finished(train_dir: Path, newest: Path | None, max_steps: int) -> dict | None:
-    """The previous summary when the newest checkpoint is the end of a finished run with the same max_steps."""
-    path = train_dir / "summary.json"
+# The settings that decide what a finished adapter is (train.max_steps is handled on its own: raising it trains on).
+RESULT_KEYS = ("lora.r", "lora.alpha", "lora.dropout", "model.path", "train.init_lora") + tuple(
+    f"train.{k}"
+    for k in (
+        "precision", "batch_size", "max_length", "lr", "betas", "eps", "weight_decay", "warmup_steps",
+        "scheduler", "grad_clip", "accumulate", "packing", "seed",
+    )
+)  # fmt: skip
+
+
+def result_settings(cfg: DictConfig) -> dict:
+    return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v := OmegaConf.select(cfg, k)) else v
+            for k in RESULT_KEYS}  # fmt: skip
+
+
+def _changed(prev: dict, now: dict) -> list[str]:
+    return [f"{k} {prev[k]!r} -> {now[k]!r}" for k in RESULT_KEYS if k in prev and str(prev[k]) != str(now[k])]
+
+
+def _already_finished(cfg: DictConfig, train_dir: Path, newest: Path | None) -> dict | None:
+    """The previous summary when the newest checkpoint is the end of a finished run with the same max_steps; a
+    finished run trained with other settings is an error that says what changed and how to start a new run."""
+    path, max_steps = train_dir / "summary.json", int(cfg.train.max_steps)
     if newest is None or not path.is_file() or not (train_dir / "lora.pth").is_file():
         return None
     prev = json.loads(path.read_text())
     ended = prev.get("stopped_early") or prev.get("steps", 0) >= max_steps
-    if prev.get("max_steps") == max_steps and ended and checkpoints.step_of(newest) == prev.get("steps"):
-        return prev
-    return None
+    if not (ended and checkpoints.step_of(newest) == prev.get("steps")):
+        return None
+    changed = _changed(prev.get("settings", {}), result_settings(cfg))
+    if changed:
+        raise UsageError(
+            f"{train_dir} holds a run finished at step {prev.get('steps')} with other settings: {', '.join(changed)}",
+            hint="start a new run for the new settings (RUN_NAME=<new name>; add train.init_lora="
+            f"{train_dir} to continue from this adapter), or set them back to reuse this one",
+        )
+    return prev if prev.get("max_steps") == max_steps else None
 
 
 def run(cfg: DictConfig) -> dict:
@@ -193,7 +220,7 @@ def run(cfg: DictConfig) -> dict:
     )
 
     resume_from = checkpoints.newest_intact(ckpt_dir) if t.resume else None
-    finished = _already_finished(train_dir, resume_from, int(t.max_steps))
+    finished = _already_finished(cfg, train_dir, resume_from)
     if finished is not None:
         log.info(
             "train: already finished at step %d (%s); nothing to do (raise train.max_steps to train on)",
@@ -246,6 +273,7 @@ def run(cfg: DictConfig) -> dict:
         "warmup_steps": int(t.warmup_steps),
         "max_steps": int(t.max_steps),
         "scheduler": str(t.scheduler),
+        "seed": int(t.seed),
     }
     model.train()
     module = LoraModule(
@@ -352,6 +380,7 @@ def run(cfg: DictConfig) -> dict:
         "resumed_from": str(resume_from) if resume_from else None,
         "gradient_checkpointing": module.memory_plan,
         "packing": str(t.packing),
+        "settings": result_settings(cfg),  # a rerun with other settings is refused, naming what changed
     }
     write_json_atomic(train_dir / "summary.json", summary)
     log.info(

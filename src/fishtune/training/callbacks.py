@@ -13,6 +13,7 @@ import lightning as L
 
 from fishtune import status
 from fishtune.progress import Progress, format_seconds
+from fishtune.runstate import write_text_atomic
 
 log = logging.getLogger("fishtune.train")
 
@@ -45,6 +46,23 @@ class MetricsJournal(L.Callback):
         self._t0, self._step0 = time.time(), trainer.global_step
         if trainer.global_step:
             log.info("resumed at step %d of %d", trainer.global_step, self.max_steps)
+            self._drop_after(trainer.global_step)
+
+    def _drop_after(self, step: int) -> None:
+        """A killed run logged steps past its last checkpoint; they are done again, so their old lines go."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = []
+        for line in lines:
+            try:
+                if json.loads(line).get("step", 0) > step:
+                    continue
+            except ValueError:  # a torn last line of the killed run
+                continue
+            keep.append(line)
+        if len(keep) != len(lines):
+            write_text_atomic(self.path, "".join(keep))
 
     def _eta(self, step: int) -> float:
         done = step - self._step0

@@ -83,8 +83,18 @@ class LoraModule(L.LightningModule):
     def forward(self, batch):
         return fw.loss(self.model, batch, self.gradient_checkpointing, self.ce_chunk)
 
+    def _seed_step(self) -> None:
+        """LoRA dropout's random numbers are a pure function of (train.seed, step, micro-batch), like the data
+        stream: a run resumed after a kill draws exactly what the uninterrupted run drew (data loaders and
+        validations elsewhere draw from the global generator at moments that differ between the two)."""
+        step = self.global_step
+        self._micro = self._micro + 1 if getattr(self, "_micro_step", None) == step else 0
+        self._micro_step = step
+        torch.manual_seed((int(self.opt.get("seed", 0)) * 1_000_003 + step) * 64 + self._micro)
+
     def training_step(self, batch, batch_idx):
         self.model.train()
+        self._seed_step()
         out = self(batch)
         now = time.perf_counter()
         bs = batch["inputs"].shape[0]
