@@ -21,7 +21,11 @@ the full square of attention when an explicit mask is passed (SDPA's masked kern
 manual attention compute every query-key pair), one more forward of every gradient-checkpointed layer, the head
 over every position when the whole ``[tokens, vocab]`` logits are made, and one more head forward per chunk when
 the chunked cross-entropy recomputes its logits in backward. Kernel-internal recomputation (a flash kernel's
-backward recomputes QKᵀ) is counted in neither.
+backward recomputes QKᵀ) is counted in neither; a non-reentrant checkpoint skips its layer's last product (LoRA's B
+of ``w2``, ``2·rows·r·dim``) in the recompute, which the HFU count includes.
+
+``tests/test_flops.py`` checks both against a hand count on a toy shape, and the hardware count against torch's
+``FlopCounterMode`` on real training steps of the tiny model (upstream's step and the product's).
 """
 
 from __future__ import annotations
