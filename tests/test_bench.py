@@ -77,8 +77,10 @@ def test_extract_benchmark_batches_give_identical_codes(tmp_path):
     )
     assert res["codes_identical_batched_vs_single"] is True
     assert res["bucketed_batches"]["real_time_factor"] > 0 and res["one_at_a_time"]["audio_seconds"] > 3
-    assert 0.5 < res["bucketed_batches_bf16"]["codes_agreement_vs_fp32"] <= 1  # bf16 changes some codes at most
-    assert 0.5 < res["bucketed_batches_tf32"]["codes_agreement_vs_fp32"] <= 1
+    # TF32 does not exist on the CPU: the same fp32 codes. bf16 runs in bf16: on the tiny random codec (no trained
+    # margins between codebook entries) it changes most codes, so only that it changes some is checked here
+    assert res["bucketed_batches_tf32"]["codes_agreement_vs_fp32"] == 1.0
+    assert 0 < res["bucketed_batches_bf16"]["codes_agreement_vs_fp32"] < 1
     assert "| bucketed_batches_bf16 | " in report.render([tmp_path / "e.json"])
 
 
