@@ -102,11 +102,8 @@ bench: install ## benchmarks on tiny shapes (CPU, about a minute): JSON in bench
 	$(PY) -m bench.extract --shapes tiny --clips 6 --out bench-results/extract-tiny.json
 	$(PY) -m bench.synth --shapes tiny --frames 30 --out bench-results/synth-tiny.json
 
-bench-gpu: install ## benchmarks on s1-mini shapes (random weights) on a CUDA GPU
-	$(PY) -m bench.train --shapes s1-mini --settings ladder,mem24 --out bench-results/train-s1-mini.json
-	$(PY) -m bench.train --shapes s1-mini --settings upstream,optimized --compile --out bench-results/train-s1-mini-compile.json
-	$(PY) -m bench.extract --shapes s1-mini --clips 200 --bf16 --memory-fraction 0.05 --out bench-results/extract-s1-mini.json
-	$(PY) -m bench.synth --shapes s1-mini --frames 300 --out bench-results/synth-s1-mini.json
+bench-gpu: install ## the GPU check in one go (bench/on_device.sh): s1-mini shapes (random weights), ~8 min on an H100/H200
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bench/on_device.sh
 
 device-wheels: ## wheels in .whl/ for running bench/ on a GPU machine without internet (bench/on_device.sh)
 	bench/device-wheels.sh

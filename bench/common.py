@@ -90,3 +90,27 @@ def write_json(result: dict, out: str | None, name: str) -> Path:
     print(json.dumps(result, indent=2))
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+def product_defaults() -> dict:
+    """The product's training defaults, read from ``configs/`` (the only place defaults live): batch shape, LoRA,
+    cross-entropy chunk, memory fraction, and what ``preset=24gb`` changes."""
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = OmegaConf.load(root / "config.yaml")
+    t, lo = cfg.train, cfg.lora
+    mem24 = OmegaConf.load(root / "preset" / "24gb.yaml").train
+    return {
+        "batch_size": int(t.batch_size),
+        "max_length": int(t.max_length),
+        "lr": float(t.lr),
+        "betas": tuple(float(b) for b in t.betas),
+        "eps": float(t.eps),
+        "lora": {"r": int(lo.r), "alpha": float(lo.alpha), "dropout": float(lo.dropout)},
+        "packing": str(t.packing),
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "ce_chunk": int(t.ce_chunk),
+        "memory_fraction": float(t.memory_fraction),
+        "preset_24gb": {"memory_limit_gb": float(mem24.memory_limit_gb), "ce_chunk": int(mem24.ce_chunk)},
+    }

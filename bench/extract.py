@@ -6,7 +6,8 @@
 Audio: noise with recipe-like durations (codec cost does not depend on content). Reports audio seconds per
 wall second (real-time factor, higher is faster), peak memory, and with ``--memory-fraction`` on a GPU it caps
 the process's memory (``torch.cuda.set_per_process_memory_fraction``) to exercise the OOM back-off: the run must
-finish with the same codes as the uncapped batched run.
+finish with the same codes as the uncapped batched run. ``--precisions tf32,bf16`` also runs the batches with TF32
+matmuls and convolutions and in bf16, and reports how many codes agree with strict fp32 (TF32 off everywhere).
 """
 
 from __future__ import annotations
@@ -64,6 +65,29 @@ def run(codec, waves, ids, device, batched: bool, max_seconds: float, max_clips:
     }
 
 
+def set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def other_precision(precision: str, codec, waves, ids, device, args, fp32: dict) -> dict:
+    """The bucketed batches in ``tf32`` or ``bf16``: speed, and agreement of the codes with strict fp32."""
+    if precision not in ("tf32", "bf16"):
+        raise SystemExit(f"unknown precision {precision!r}: use tf32 or bf16")
+    set_tf32(precision == "tf32")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    try:
+        res = run(codec, waves, ids, device, True, args.max_batch_seconds, args.max_batch_clips, dtype)
+    finally:
+        set_tf32(False)
+    agree = sum(int((res["codes"][i] == fp32["codes"][i]).sum()) for i in ids)
+    total = sum(fp32["codes"][i].numel() for i in ids)
+    return {k: v for k, v in res.items() if k != "codes"} | {
+        "codes_agreement_vs_fp32": round(agree / total, 4),
+        "speedup_vs_fp32_batched": round(fp32["seconds"] / res["seconds"], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="codec extraction benchmark")
     ap.add_argument("--shapes", default="tiny", choices=["tiny", "s1-mini"])
@@ -71,11 +95,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-batch-seconds", type=float, default=240.0)
     ap.add_argument("--max-batch-clips", type=int, default=32)
     ap.add_argument("--memory-fraction", type=float, default=0.0, help="GPU only: cap memory to force OOM back-off")
-    ap.add_argument("--bf16", action="store_true", help="also run the batches in bf16 (extract.precision=bf16)")
+    ap.add_argument(
+        "--precisions",
+        default="",
+        help="comma list of tf32, bf16: also run the batches so (TF32: fp32 weights with TF32 matmuls and "
+        "convolutions; bf16: extract.precision=bf16), with code agreement against strict fp32",
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     device = devices.pick(args.device)
+    set_tf32(False)  # the fp32 reference is strict fp32 (cuDNN would otherwise run convolutions in TF32)
     codec = build_codec(args.shapes, device)
     g = torch.Generator().manual_seed(0)
     waves = [torch.randn(int(d * 44100), generator=g) * 0.1 for d in common.recipe_durations(args.clips)]
@@ -94,14 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_batched": round(single["seconds"] / batched["seconds"], 2),
             "codes_identical_batched_vs_single": same,
         }
-        if args.bf16:
-            half = run(codec, waves, ids, device, True, args.max_batch_seconds, args.max_batch_clips, torch.bfloat16)
-            agree = sum(int((half["codes"][i] == batched["codes"][i]).sum()) for i in ids)
-            total = sum(batched["codes"][i].numel() for i in ids)
-            result["bucketed_batches_bf16"] = {k: v for k, v in half.items() if k != "codes"} | {
-                "codes_agreement_vs_fp32": round(agree / total, 4),
-                "speedup_vs_fp32_batched": round(batched["seconds"] / half["seconds"], 2),
-            }
+        for precision in [p for p in args.precisions.split(",") if p]:
+            result[f"bucketed_batches_{precision}"] = other_precision(
+                precision, codec, waves, ids, device, args, batched
+            )
         if args.memory_fraction and device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.set_per_process_memory_fraction(args.memory_fraction, device)

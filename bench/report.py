@@ -20,71 +20,79 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return out
 
 
+TRAIN_COLUMNS = [
+    "setting",
+    "tokens/s",
+    "x upstream",
+    "step s",
+    "MFU",
+    "HFU",
+    "MFU (spec peak)",
+    "peak GB",
+    "packing",
+    "mask",
+    "ckpt layers",
+    "CE",
+    "compile",
+    "held-out loss after",
+]
+
+
+def _train_row(name: str, s: dict, ratios: dict) -> list:
+    o = s["options"]
+    if "error" in s:
+        return [name, s["error"]] + [None] * (len(TRAIN_COLUMNS) - 2)
+    ce = "full logits" if o.get("full_logits") else f"chunks of {o['ce_chunk']}" if o["ce_chunk"] else "targeted rows"
+    ckpt = o["checkpointed_layers"]
+    return [
+        name,
+        s["tokens_per_second"],
+        ratios.get(name, {}).get("tokens_per_second", 1.0 if name == "upstream" else None),
+        s["step_seconds_mean"],
+        s.get("mfu"),
+        s.get("hfu"),
+        s.get("mfu_spec_peak"),
+        s["peak_memory_gb"],
+        o["packing"],
+        o.get("mask", "auto"),
+        f"{ckpt} (reentrant)" if o["gradient_checkpointing"] == "reentrant" else ckpt,
+        ce,
+        o["compile"] or "",
+        s["heldout_loss_after"],
+    ]
+
+
 def train(r: dict) -> list[str]:
     ratios = r.get("ratios_vs_upstream", {})
-    rows = []
-    for name, s in r["settings"].items():
-        o = s["options"]
-        if "error" in s:
-            rows.append([name, s["error"]] + [None] * 10)
-            continue
-        rows.append(
-            [
-                name,
-                s["tokens_per_second"],
-                ratios.get(name, {}).get("tokens_per_second", 1.0 if name == "upstream" else None),
-                s["step_seconds_mean"],
-                s.get("mfu_6n"),
-                s.get("mfu_4n_lora"),
-                s["peak_memory_gb"],
-                o["packing"],
-                o["checkpointed_layers"],
-                o["ce_chunk"],
-                o["compile"] or "",
-                s["heldout_loss_after"],
-            ]
-        )
+    rows = [_train_row(name, s, ratios) for name, s in r["settings"].items()]
     head = (
-        f"### train step: {r['shapes']} on {_device(r)} ({r['precision']}), batch {r['batch_size']} x "
-        f"{r['max_length']}, {r['steps']} timed steps"
+        f"### train step: {r['shapes']} on {_device(r)} ({r['precision']}, torch {r['torch']}), batch "
+        f"{r['batch_size']} x {r['max_length']}, {r['steps']} timed steps"
     )
-    lines = [head, ""]
-    lines += _table(
-        [
-            "setting",
-            "tokens/s",
-            "x upstream",
-            "step s",
-            "MFU 6N",
-            "MFU 4N",
-            "peak GB",
-            "packing",
-            "ckpt layers",
-            "CE chunk",
-            "compile",
-            "held-out loss after",
-        ],
-        rows,
+    peak = f"peak: {r.get('peak_tflops_measured')} TFLOP/s measured ({r.get('peak_matmul')})"
+    if r.get("peak_tflops_spec"):
+        peak += f", {r['peak_tflops_spec']} spec"
+    lines = [head, "", *_table(TRAIN_COLUMNS, rows), ""]
+    lines.append(
+        f"{peak}; held-out loss before training {r.get('heldout_loss_before')}; padding: {r['padding_fraction']}; "
+        f"data s/batch (one worker): {r['data_seconds_per_batch']}; upstream's concatenated rows = fill rows: "
+        f"{r.get('concat_rows_equal_fill_rows')}; loss curves (same batches) max diff: {r['loss_curve_max_abs_diff']}"
     )
-    lines += [
-        "",
-        f"padding: {r['padding_fraction']}; data s/batch (one worker): {r['data_seconds_per_batch']}; "
-        f"loss curves (same batches) max diff: {r['loss_curve_max_abs_diff']}",
-    ]
     return lines
 
 
 def extract(r: dict) -> list[str]:
     rows = []
-    for key in ("one_at_a_time", "bucketed_batches", "bucketed_batches_bf16", "capped"):
+    for key in ("one_at_a_time", "bucketed_batches", "bucketed_batches_tf32", "bucketed_batches_bf16", "capped"):
         if key in r:
             s = r[key]
             rows.append([key, s["real_time_factor"], s["seconds"], s["peak_memory_gb"], s["oom_backoffs"]])
     lines = [f"### extraction: {r['shapes']} codec on {_device(r)}, {r['clips']} clips", ""]
     lines += _table(["mode", "x real time", "seconds", "peak GB", "OOM back-offs"], rows)
     notes = [f"batched speed-up {r['speedup_batched']}x, codes identical: {r['codes_identical_batched_vs_single']}"]
-    if "bucketed_batches_bf16" in r:
-        notes.append(f"bf16 code agreement with fp32: {r['bucketed_batches_bf16']['codes_agreement_vs_fp32']}")
+    for p in ("tf32", "bf16"):
+        if f"bucketed_batches_{p}" in r:
+            notes.append(f"{p} code agreement with fp32: {r[f'bucketed_batches_{p}']['codes_agreement_vs_fp32']}")
     if "capped" in r:
         notes.append(f"capped to {r['capped']['memory_fraction']}: codes identical {r['capped']['codes_identical']}")
     return [*lines, "", "; ".join(notes)]
@@ -99,7 +107,21 @@ def synth(r: dict) -> list[str]:
     )
 
 
-KINDS = {"train_step": train, "extract": extract, "synthesize": synth}
+def fullsize(r: dict) -> list[str]:
+    rows = [[n, "yes" if s["passed"] else f"NO (exit {s['exit_code']})", s["seconds"]] for n, s in r["stages"].items()]
+    lines = [f"### {r['model']} (random weights) through the product's stages", ""]
+    lines += _table(["stage", "passed", "seconds"], rows)
+    t, v = r.get("train_summary") or {}, r.get("merge_validation") or {}
+    plan = t.get("gradient_checkpointing") or {}
+    notes = [f"model written in {r['model_write_seconds']} s"]
+    if t:
+        notes.append(f"train: {t.get('steps')} steps on {t.get('device')} ({t.get('precision')}), checkpointing {plan}")
+    if v:
+        notes.append(f"merge: max output difference {v.get('max_rel_diff')} (tolerance {v.get('rtol')})")
+    return [*lines, "", "; ".join(notes)]
+
+
+KINDS = {"train_step": train, "extract": extract, "synthesize": synth, "fullsize": fullsize}
 
 
 def render(paths: list[Path]) -> str:

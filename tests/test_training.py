@@ -115,7 +115,7 @@ def test_guard_refuses_an_untrained_base_model(fresh_run, finnish_data, tiny_mod
 
 def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     # lr 0: validation loss never improves, so training stops after `patience` validations without progress
-    # (and upstream's padded packing, a configured number of checkpointed layers and compiled layers run as well)
+    # (and the padded packing train.packing=pad, a configured number of checkpointed layers and compiled layers too)
     never_improves = ("train.lr=0", "train.val_every=2", "train.early_stopping.patience=2", "train.max_steps=30")
     other_paths = ("train.packing=pad", "train.gradient_checkpointing=2", "train.compile=aot_eager")
     assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves, *other_paths) == 0

@@ -119,8 +119,10 @@ class PackedTrainStream(IterableDataset):
     ``start_batch`` skips batches already consumed: a resumed run sees the same data as an uninterrupted one.
 
     ``packing``: ``fill`` (default) adds utterances until the sample reaches ``max_length`` and cuts the last one, so
-    rows are full, batches need no padding and attention runs the flash kernel without a mask; ``pad`` stops before
-    the utterance that would not fit (upstream's way: batches padded to their longest row, masked attention).
+    rows are full, batches need no padding and attention runs the flash kernel without a mask; ``pad`` (fishtune's
+    padding packing) stops before the utterance that would not fit, so no utterance is cut: batches are padded to
+    their longest row and attention needs a mask. (Upstream Fish Speech cuts too: it concatenates a speaker's
+    consecutive utterances and truncates at max_length, see bench/upstream.py.)
     A group with fewer tokens than ``max_length`` gives a shorter row either way.
     """
 
@@ -147,11 +149,15 @@ class PackedTrainStream(IterableDataset):
     def _len(self, u: Utterance) -> int:
         return utterance_length(u, len(self.tokenizer.encode(f"<|speaker:0|>{u.text}")))  # memoised
 
-    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def start(self, k: int) -> tuple[list[Utterance], int]:
+        """Sample ``k``'s speaker (groups weighted by size) and first utterance: a function of (seed, k) only."""
         digest = hashlib.sha256(f"{self.seed}:{k}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "little"))
         group = rng.choices(self.groups, weights=self.weights)[0]
-        i = rng.randrange(len(group))
+        return group, rng.randrange(len(group))
+
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        group, i = self.start(k)
         chosen, total = [], 1
         # filling aims past max_length by a margin, so the exact length rarely falls short (a second encode)
         goal = self.max_length + (FILL_MARGIN if self.fill else 0)
