@@ -124,8 +124,8 @@ def test_early_stopping_on_validation_loss(fresh_run, finnish_data, tiny_model):
     assert s["packing"] == "pad" and s["gradient_checkpointing"]["checkpointed"] == 2
     assert "torch.compile (aot_eager)" in _log(fresh_run)
     assert (fresh_run / "train" / "checkpoints" / "step_000000006.ckpt").is_file()  # the end state is kept
-    # rerunning a finished run does nothing (and does not train past the stop)
-    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves) == 0
+    # rerunning a finished run with the same settings does nothing (and does not train past the stop)
+    assert run_inprocess(fresh_run, finnish_data, tiny_model, "train", *never_improves, *other_paths) == 0
     assert "already finished at step 6 (stopped early)" in _log(fresh_run)
     assert _summary(fresh_run)["steps"] == 6
 

@@ -102,6 +102,7 @@ class Prepare:
     min_duration: float = key(ge=0)
     max_duration: float = key(gt=0)
     silence_db: float = key(le=0)
+    max_chars_per_second: float = key(gt=0)
     max_reject_fraction: float = key(ge=0, le=1)
     workers: int = key(ge=0)
 

@@ -107,5 +107,5 @@ def check_data_only(found: dict[str, Path], where: str) -> None:
     for rel, path in sorted(found.items()):
         if rel == CODEC_CONFIG:
             read_codec_config(path)
-        elif rel.endswith((".pth", ".ckpt", ".pt", ".bin")):
+        elif rel.endswith((".pth", ".ckpt", ".pt")) or Path(rel).name == "pytorch_model.bin":  # torch pickles
             safeload.load(path, f"{rel} of {where}", hint="the download is corrupt; fetch again or use another repo")

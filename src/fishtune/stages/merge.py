@@ -47,8 +47,8 @@ def probe_batch(cfg: DictConfig, model) -> dict:
     tok, nc = model.tokenizer, model.config.num_codebooks
     val = Path(cfg.run_dir) / "packed" / "val"
     collate = Collate(tok.get_token_id("<|end_of_text|>"))
-    if any(val.glob("*.protos")):
-        ds = ValSet(load_groups(val, nc), tok, nc, min(1024, model.config.max_seq_len))
+    ds = ValSet(load_groups(val, nc), tok, nc, min(1024, model.config.max_seq_len)) if any(val.glob("*.protos")) else []
+    if len(ds):
         return collate([ds[i] for i in range(min(2, len(ds)))])
     g = torch.Generator().manual_seed(0)
     from fishtune.training.samples import Utterance, encode

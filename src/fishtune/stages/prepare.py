@@ -53,6 +53,7 @@ def _settings(cfg: DictConfig) -> dict:
         "min_duration": float(p.min_duration),
         "max_duration": float(p.max_duration),
         "silence_db": float(p.silence_db),
+        "max_chars_per_second": float(p.max_chars_per_second),
     }
 
 
@@ -75,6 +76,12 @@ def _process(item: formats.Item, out_root: Path, settings: dict) -> dict:
         return {"reason": f"too short: {dur:.2f} s < prepare.min_duration={settings['min_duration']}"}
     if dur > settings["max_duration"]:
         return {"reason": f"too long: {dur:.2f} s > prepare.max_duration={settings['max_duration']}"}
+    if len(clean) / dur > settings["max_chars_per_second"]:
+        return {
+            "reason": f"transcript too long for the audio: {len(clean)} characters in {dur:.2f} s "
+            f"({len(clean) / dur:.0f}/s > prepare.max_chars_per_second={settings['max_chars_per_second']:g}); "
+            "wrong transcript?"
+        }
     peak = audio.peak_dbfs(clip.samples)
     if peak < settings["silence_db"]:
         return {"reason": f"silent: peak {peak:.1f} dBFS < prepare.silence_db={settings['silence_db']}"}

@@ -35,6 +35,23 @@ from fishtune.training.precision import trainer_args
 log = logging.getLogger("fishtune.train")
 
 
+def check_val_set(val_set, max_length: int) -> None:
+    """Held-out clips longer than a row are left out of validation, loudly; none left is an error (an empty
+    validation would read 0.0000 and silently switch off early stopping and the untrained-base guard)."""
+    if val_set.left_out:
+        log.warning(
+            "%d held-out clip(s) longer than train.max_length=%d tokens are left out of validation (e.g. %r)",
+            len(val_set.left_out),
+            max_length,
+            val_set.left_out[0].text[:60],
+        )
+    if len(val_set) == 0:
+        raise StageFailed(
+            f"no held-out clip fits train.max_length={max_length} tokens: validation would measure nothing",
+            hint="raise train.max_length, or lower prepare.max_duration and rerun prepare, extract and pack",
+        )
+
+
 def choose_precision(name: str, device: torch.device) -> str:
     if name != "auto":
         return name
@@ -211,6 +228,7 @@ def run(cfg: DictConfig) -> dict:
     collate = Collate(tok.get_token_id("<|end_of_text|>"))
     workers = int(t.num_workers)
     val_set = ValSet(val_groups, tok, nc, int(t.max_length))
+    check_val_set(val_set, int(t.max_length))
     val_loader = DataLoader(
         val_set,
         batch_size=int(t.val_batch_size),

@@ -187,18 +187,23 @@ class PackedTrainStream(IterableDataset):
 
 
 class ValSet(Dataset):
-    """Every held-out utterance once, alone, in a fixed order: comparable losses across validations."""
+    """Every held-out utterance once, alone, in a fixed order: comparable losses across validations.
+
+    An utterance longer than ``max_length`` tokens is left out (``left_out``), never cut: cut inside its
+    transcript it has no audio targets, and a loss averaged over such samples reads 0.0000."""
 
     def __init__(self, groups, tokenizer, num_codebooks: int, max_length: int):
-        self.items = [u for g in groups for u in g]
         self.tokenizer, self.nc, self.max_length = CachedTokenizer(tokenizer), num_codebooks, max_length
+        everything = [u for g in groups for u in g]
+        fits = [encode(self.tokenizer, num_codebooks, [u])[0].shape[1] <= max_length for u in everything]
+        self.items = [u for u, ok in zip(everything, fits, strict=True) if ok]
+        self.left_out = [u for u, ok in zip(everything, fits, strict=True) if not ok]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        inputs, labels = encode(self.tokenizer, self.nc, [self.items[i]])
-        return inputs[:, : self.max_length], labels[:, : self.max_length]
+        return encode(self.tokenizer, self.nc, [self.items[i]])
 
 
 class Collate:
