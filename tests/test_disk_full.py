@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_run, run_inprocess, stage_cmd
+from conftest import HUB_TOKEN, copy_run, run_inprocess, stage_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +63,7 @@ CASES = [
     ("merge", ("model", ".model.", "logs", "status.json", "state.json", ".fishtune.lock"), "trained", []),
     ("synthesize", ("samples", ".samples.", "logs", "status.json", "state.json", ".fishtune.lock"), "trained",
      ["synthesize.model=lora"]),
+    ("evaluate", ("report", ".report.", "logs", "status.json", "state.json", ".fishtune.lock"), "trained", []),
 ]  # fmt: skip
 
 
@@ -105,3 +106,25 @@ def test_disk_full_is_one_line_keeps_earlier_outputs_and_rerun_finishes(
     (disk / "filler").unlink()  # space again
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+def test_disk_full_while_publish_assembles_is_one_line_and_rerun_uploads(
+    tmpfs, tmp_path, trained, finnish_data, tiny_model, fake_hub
+):
+    disk = tmpfs(64 * 2**20)
+    run = copy_run(trained, disk / "runs" / "r", skip=())
+    assert run_inprocess(run, finnish_data, tiny_model, "merge") == 0
+    before = _snapshot(run, ("publish", ".publish.", "logs", "status.json", "state.json", ".fishtune.lock"))
+    _fill(disk, 48 * 1024)  # the staged adapter (~120 KiB) does not fit; the model files are hard links
+    env = {**os.environ, "HF_TOKEN": HUB_TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    cmd = stage_cmd(run, finnish_data, tiny_model, "publish", "publish.repo_id=me/full", f"hub.endpoint={fake_hub.url}")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    lines = [x for x in p.stderr.splitlines() if x.startswith("error:")]
+    assert p.returncode == 1 and len(lines) == 1, p.stderr[-3000:]
+    assert "no space left on the device" in lines[0] and "Traceback" not in p.stderr
+    assert ("model", "me/full") not in fake_hub.repos or not fake_hub.commits("me/full")  # nothing half-assembled
+    assert _snapshot(run, ("publish", ".publish.", "logs", "status.json", "state.json", ".fishtune.lock")) == before
+    (disk / "filler").unlink()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "lora/lora.pth" in fake_hub.files("me/full")
