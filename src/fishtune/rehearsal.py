@@ -58,12 +58,13 @@ SETTINGS = [  # real-size everything, except what two CPU cores cannot do in min
 def prepare_inputs(root: Path, clips: int) -> tuple[Path, Path]:
     """The cached model folder and dataset (made once)."""
     from fishtune.demo import make_dataset
-    from fishtune.modeling.s1mini import write_random_model
 
     model, data = root / "s1-mini-random", root / "data"
     if not (model / "codec.pth").is_file():
         print(f"rehearse: writing the random full-size model to {model} (once) ...", flush=True)
-        write_random_model(model)
+        # in a process of its own: a stage forked from a parent that held the model would count its pages as
+        # the stage's peak RSS
+        subprocess.run([sys.executable, "-m", "fishtune.modeling.s1mini", str(model)], check=True)
     if not data.is_dir():
         make_dataset(data, clips=clips, broken=False)
     return model, data
