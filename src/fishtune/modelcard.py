@@ -87,6 +87,19 @@ def _last_train_loss(run_dir: Path) -> float | None:
     return last
 
 
+def _hub_metadata(base_repo: str | None, license_id: str | None, language: str | None) -> list[str]:
+    """The card's YAML header: the inherited licence, base model, language and tags."""
+    lic = str(license_id or "").lower()
+    meta = ["---", f"license: {lic}"] if lic in LICENCES else ["---", "license: other"]
+    if base_repo:
+        meta += [f"base_model: {base_repo}"]
+        meta += [] if lic in LICENCES else [f"license_link: https://huggingface.co/{base_repo}"]
+    if language:
+        meta += ["language:", f"- {language}"]
+    tags = ["fish-speech", "text-to-speech", "lora", "fishtune"]
+    return [*meta, "pipeline_tag: text-to-speech", "tags:", *[f"- {t}" for t in tags], "---"]
+
+
 def render_hub_card(
     run_dir: Path,
     *,
@@ -106,23 +119,7 @@ def render_hub_card(
     hours = stats.get("durations", {}).get("hours")
     speakers = len(stats.get("speakers", {})) or "?"
     base_loss = train.get("baseline", {}).get("base_val_loss")
-    lic = str(license_id or "").lower()
-    meta = ["---", f"license: {lic}"] if lic in LICENCES else ["---", "license: other"]
-    if base_repo:
-        meta += [f"base_model: {base_repo}"] + (
-            [] if lic in LICENCES else [f"license_link: https://huggingface.co/{base_repo}"]
-        )
-    if language:
-        meta += ["language:", f"- {language}"]
-    meta += [
-        "pipeline_tag: text-to-speech",
-        "tags:",
-        "- fish-speech",
-        "- text-to-speech",
-        "- lora",
-        "- fishtune",
-        "---",
-    ]
+    meta = _hub_metadata(base_repo, license_id, language)
     base = f"`{base_repo or base_name}`" + (f" (revision `{base_revision}`)" if base_revision else "")
     rows = [
         ("Base model", base),
