@@ -153,11 +153,3 @@ def attach(model, adapter: Adapter):
     lora.apply_lora(model, adapter.settings)
     lora.load_lora_state_dict(model, adapter.weights, source=str(adapter.source))
     return model
-
-
-def load_with_adapter(model_dir, adapter: Adapter, cache_dir=None, allow_other_base: bool = False):
-    """The base model from ``model_dir`` with ``adapter`` attached (checked against the base it was trained on)."""
-    from fishtune.modeling.llm import load_llm
-
-    check_base(adapter, model_dir, cache_dir, allow_other_base)
-    return attach(load_llm(model_dir), adapter)

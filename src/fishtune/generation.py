@@ -58,6 +58,14 @@ def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation
     return path
 
 
+def adapter_for(cfg: DictConfig, path: str | os.PathLike) -> adapters.Adapter:
+    """The adapter at ``path`` for this run's base model: its own settings (``lora.*`` only for files that carry
+    none), refused when it was trained on another base unless ``lora.allow_other_base``."""
+    adapter = adapters.read(path, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
+    adapters.check_base(adapter, cfg.model.path, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    return adapter
+
+
 def available_kind(cfg: DictConfig) -> str:
     """``auto``'s choice: the merged model when there is one, else base + the trained adapter, else the base."""
     if (Path(cfg.merge.output) / "model.pth").is_file():
@@ -83,8 +91,8 @@ def load_model(cfg: DictConfig, which: str, checkpoint: str | os.PathLike | None
     if which == "base":
         return load_llm(cfg.model.path), Path(cfg.model.path)
     ckpt = Path(checkpoint) if checkpoint is not None else resolve_checkpoint(cfg)
-    adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
-    model = adapters.load_with_adapter(cfg.model.path, adapter, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    adapter = adapter_for(cfg, ckpt)
+    model = adapters.attach(load_llm(cfg.model.path), adapter)
     lora.fold(model)  # plain layers with the adapter folded in: generation at the base model's speed
     s = adapter.settings
     log.info("using base model + LoRA %s (r=%d, alpha=%g; not merged on disk)", ckpt, s.r, s.alpha)

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fishtune import adapters, faults, lora, modelcard, paths
 from fishtune.errors import InputError, StageFailed, UsageError
-from fishtune.generation import resolve_checkpoint
+from fishtune.generation import adapter_for, resolve_checkpoint
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import (
@@ -128,8 +128,7 @@ def run(cfg: DictConfig) -> dict:
     ckpt = resolve_checkpoint(cfg)
     clean_leftovers(out_dir)  # temp folders of a killed merge
     log.info("merging %s into %s -> %s", ckpt, base_dir, out_dir)
-    adapter = adapters.read(ckpt, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
-    adapters.check_base(adapter, base_dir, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    adapter = adapter_for(cfg, ckpt)
     model = load_llm(base_dir)
     base_sd = {k: v.clone() for k, v in model.state_dict().items()}
     adapters.attach(model, adapter)  # r, alpha, targets from the adapter file, not the current config

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, devices, lora
 from fishtune.errors import StageFailed, UsageError
+from fishtune.generation import adapter_for
 from fishtune.modeling.llm import load_llm
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
 from fishtune.training import checkpoints
@@ -66,8 +67,7 @@ def adapter_settings(cfg: DictConfig) -> tuple[lora.LoraSettings, adapters.Adapt
     settings = lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora))
     if not cfg.train.init_lora:
         return settings, None
-    init = adapters.read(cfg.train.init_lora, fallback=settings)
-    adapters.check_base(init, cfg.model.path, cfg.paths.cache, bool(cfg.lora.allow_other_base))
+    init = adapter_for(cfg, cfg.train.init_lora)
     built = init.settings
     if (built.r, built.alpha, built.targets) != (settings.r, settings.alpha, settings.targets):
         log.warning("train.init_lora: using its r=%d alpha=%g (not lora.r/lora.alpha)", built.r, built.alpha)
