@@ -21,22 +21,14 @@ from omegaconf import DictConfig
 
 from fishtune import audio, devices, tokens
 from fishtune.errors import InputError, StageFailed
+from fishtune.layout import RunLayout
+from fishtune.manifest import read_manifest
 from fishtune.modeling import codec as codec_mod
 from fishtune.modeling.files import file_hash
 from fishtune.progress import Progress
-from fishtune.runstate import RunState, read_jsonl, remove_temp_files, sha256_file, sha256_json, write_json_atomic
+from fishtune.runstate import RunState, remove_temp_files, sha256_file, sha256_json, write_json_atomic
 
 log = logging.getLogger("fishtune.extract")
-
-
-def read_manifest(run_dir: Path) -> list[dict]:
-    path = run_dir / "clips" / "manifest.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path} not found", hint="run the prepare stage first (STAGE=prepare)")
-    rows = read_jsonl(path)
-    if not rows:
-        raise InputError(f"{path} lists no clips", hint="rerun prepare; see clips/rejected.jsonl")
-    return rows
 
 
 def plan_batches(rows: list[dict], max_seconds: float, max_clips: int) -> list[list[dict]]:
@@ -107,7 +99,7 @@ def codec_fingerprint(cfg: DictConfig) -> str:
 def run(cfg: DictConfig) -> dict:
     started = time.time()
     run_dir = Path(cfg.run_dir)
-    rows = read_manifest(run_dir)
+    rows = read_manifest(RunLayout.of(cfg).manifest)
     clips_root = run_dir / "clips"
     tokens_dir = run_dir / "tokens"
     device = devices.pick(str(cfg.extract.device))

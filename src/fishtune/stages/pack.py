@@ -21,10 +21,11 @@ from omegaconf import DictConfig
 
 from fishtune import packed, tokens
 from fishtune.errors import InputError, StageFailed, UsageError
+from fishtune.layout import RunLayout
+from fishtune.manifest import read_manifest
 from fishtune.progress import Progress
 from fishtune.proto import text_data_pb2 as pb
 from fishtune.runstate import RunState, remove_temp_files, sha256_json, write_json_atomic
-from fishtune.stages.extract import read_manifest
 
 log = logging.getLogger("fishtune.pack")
 
@@ -110,7 +111,7 @@ def _write_split(folder: Path, rows: list[dict], tokens_dir: Path, progress: Pro
 def run(cfg: DictConfig) -> dict:
     started = time.time()
     run_dir = Path(cfg.run_dir)
-    rows = read_manifest(run_dir)
+    rows = read_manifest(RunLayout.of(cfg).manifest)
     tokens_dir = run_dir / "tokens"
     out = run_dir / "packed"
     remove_temp_files(out, subfolders=True)  # half-written files of a killed run
