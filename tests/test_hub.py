@@ -21,7 +21,7 @@ import pytest
 
 from conftest import ENTRYPOINT, HUB_TOKEN, TINY, run_inprocess
 from fishtune import formats
-from fishtune.stages.fetch import MARKER
+from fishtune.datasets import MARKER
 
 REPO = "fishaudio/openaudio-s1-mini"
 
@@ -248,7 +248,7 @@ def test_dataset_repo_layouts_and_local_archives(tmp_path, fake_hub, finnish_dat
     ]
     assert run_inprocess(run_dir, tmp_path / "nowhere", tiny_model, "fetch", *args) == 0
     from fishtune.config import load_config
-    from fishtune.stages.fetch import data_root
+    from fishtune.datasets import data_root
 
     cfg = load_config(
         [*TINY, "fetch.dataset.repo_id=me/lj", f"paths.runs={run_dir.parent}", f"run_name={run_dir.name}"]

@@ -16,7 +16,9 @@ import time
 import pytest
 
 from conftest import copy_run, stage_cmd
-from fishtune.runlock import LOCK_FILE
+from fishtune.layout import RunLayout
+
+LOCK_FILE = RunLayout.at("run").lock.name
 
 pytestmark = pytest.mark.slow
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 # -- status.json and the summary: units ---------------------------------------------------------------------------
 def test_status_cost_throttle_and_summary(tmp_path, monkeypatch, capsys):
     from fishtune import status
+    from fishtune.results import StageResult
 
     run = tmp_path / "runs" / "r"
     monkeypatch.delenv("GPU_HOURLY_USD", raising=False)
@@ -37,7 +38,7 @@ def test_status_cost_throttle_and_summary(tmp_path, monkeypatch, capsys):
     status.progress("prepare", 3, 10, "clips", 1.5, 4.7)  # throttled: in memory now, on disk at the next write
     assert json.loads((run / "status.json").read_text())["progress"] == {}
     assert status.current()["progress"]["eta_seconds"] == 4.7
-    status.stage_finished("prepare", {"accepted": 9, "rejected": 1, "durations": {"hours": 0.5}})
+    status.stage_finished("prepare", StageResult("clips/ (9 clips, 0.50 h; 1 rejected)", data={"accepted": 9}))
     monkeypatch.setenv("GPU_HOURLY_USD", "3.60")
     status.stage_started(run, "train")
     status.train({"step": 5, "max_steps": 10, "loss": 1.25}, force=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from fishtune import logs, redact, runlock, stages, status
 from fishtune.errors import FishtuneError, UsageError
+from fishtune.layout import RunLayout
+from fishtune.results import StageResult
 
 log = logging.getLogger("fishtune")
 
@@ -79,20 +81,20 @@ def parse(argv: list[str]) -> tuple[list[str], list[str]]:
     return [n for name in names for n in (stages.CHAIN if name == "all" else [name])], args
 
 
-def _append(run_dir: Path, stage: str, text: str) -> None:
+def _append(run: RunLayout, stage: str, text: str) -> None:
     try:
-        with open(run_dir / "logs" / f"{stage}.log", "a", encoding="utf-8") as fh:
+        with open(run.log(stage), "a", encoding="utf-8") as fh:
             fh.write(redact.redact(text))
     except OSError:  # the one line on stderr still says what happened
         pass
 
 
-def _attach_log(run_dir: Path, stage: str):
+def _attach_log(run: RunLayout, stage: str):
     """The stage's log file; a run folder that cannot be written is one line, like every other error."""
     try:
-        return logs.attach_stage_file(run_dir, stage)
+        return logs.attach_stage_file(run.log(stage))
     except OSError as err:
-        where = err.filename or run_dir / "logs"
+        where = err.filename or run.logs
         raise FishtuneError(
             f"cannot write the log of stage {stage} in {where}: {err.strerror or err}",
             hint="make the runs folder writable, or point FISHTUNE_RUNS (paths.runs) at a writable folder",
@@ -162,36 +164,36 @@ def _interrupted(err: BaseException | None) -> bool:
     return isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and bool(_received))
 
 
-def run_stage(name: str, cfg) -> dict:
-    run_dir = Path(cfg.run_dir)
-    handler = _attach_log(run_dir, name)
+def run_stage(name: str, cfg) -> StageResult:
+    run = RunLayout.of(cfg)
+    handler = _attach_log(run, name)
     started = time.time()
-    summary: dict = {}
+    result = None
     runlock.stage_started(name)
-    status.stage_started(run_dir, name)
+    status.stage_started(run, name)
     try:
-        log.info("stage %s: starting (run %s)", name, run_dir)
-        summary = stages.load(name).run(cfg) or {}
+        log.info("stage %s: starting (run %s)", name, run.root)
+        result = status.as_result(name, stages.load(name).run(cfg))
         seconds = time.time() - started
         log.info("stage %s: done in %.1f s; cost %s", name, seconds, status.cost_text(seconds))
-        return summary
+        return result
     except FishtuneError as err:
-        _append(run_dir, name, f"error: {err.one_line()}\n")
+        _append(run, name, f"error: {err.one_line()}\n")
         raise
     except Exception as err:
-        known = _disk_full(err, run_dir) or _out_of_memory(err, name)
+        known = _disk_full(err, run.root) or _out_of_memory(err, name)
         if known is not None:
-            _append(run_dir, name, traceback.format_exc() + f"error: {known.one_line()}\n")
+            _append(run, name, traceback.format_exc() + f"error: {known.one_line()}\n")
             raise known from err
         # Unexpected: one line on stderr, the traceback in the stage log for a bug report.
-        _append(run_dir, name, traceback.format_exc())
+        _append(run, name, traceback.format_exc())
         raise FishtuneError(
             f"stage {name} crashed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-            hint=f"full traceback in {run_dir / 'logs' / (name + '.log')}; please report it",
+            hint=f"full traceback in {run.log(name)}; please report it",
         ) from err
     finally:
         err = sys.exc_info()[1]
-        status.stage_finished(name, summary, KeyboardInterrupt() if _interrupted(err) else err)
+        status.stage_finished(name, result, KeyboardInterrupt() if _interrupted(err) else err)
         logs.detach(handler)
 
 
@@ -208,7 +210,7 @@ def run_stages(names: list[str], cfg) -> None:
     finally:
         status.end(ok, interrupted)
         if len(names) > 1:  # STAGE=all or a list: the per-stage table, cost and next steps
-            status.summary(cfg.run_dir, ok)
+            status.summary(RunLayout.of(cfg), ok)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,9 +232,10 @@ def _main(argv: list[str] | None) -> int:
 
         cfg = load_config(overrides)
         # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
-        stay_up = bool(cfg.get("serve", {}).get("after")) and "serve" not in names
-        with runlock.hold(cfg.run_dir, names):  # one writer per run directory; before status.json is touched
-            status.begin(cfg.run_dir, names)
+        stay_up = bool(cfg.serve.after) and "serve" not in names
+        run = RunLayout.of(cfg)
+        with runlock.hold(run, names):  # one writer per run directory; before status.json is touched
+            status.begin(run, names)
             run_stages(names, cfg)
         if stay_up:
             log.info("serve.after=true: the stages are done; serving the model until stopped")

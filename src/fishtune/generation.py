@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, lora, text
 from fishtune.errors import InputError, UsageError
+from fishtune.layout import RunLayout
 from fishtune.modeling import codec as codec_mod
 from fishtune.modeling.llm import load_llm
 
@@ -35,23 +36,23 @@ def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation
     from fishtune.training import checkpoints
 
     which = str(which or cfg.merge.checkpoint)
-    train_dir = Path(cfg.run_dir) / "train"
+    run = RunLayout.of(cfg)
     if which == "best" and use_evaluation:
         from fishtune.evaluation.pick import evaluated_best
 
-        picked = evaluated_best(cfg)
+        picked = evaluated_best(run)
         if picked is not None:
             return picked
     if which == "best":
-        if (train_dir / "best.ckpt").is_file():
-            return train_dir / "best.ckpt"
-        log.warning("no train/best.ckpt (no validation ran?): using the final adapter train/lora.pth")
+        if run.best.is_file():
+            return run.best
+        log.warning("no %s (no validation ran?): using the final adapter %s", run.best, run.lora)
         which = "last"
     if which == "last":
-        for cand in (train_dir / "lora.pth", checkpoints.newest_intact(train_dir / "checkpoints")):
+        for cand in (run.lora, checkpoints.newest_intact(run.checkpoints)):
             if cand is not None and Path(cand).is_file():
                 return Path(cand)
-        raise InputError(f"no trained adapter in {train_dir}", hint="run the train stage first (STAGE=train)")
+        raise InputError(f"no trained adapter in {run.train}", hint="run the train stage first (STAGE=train)")
     path = Path(which)
     if not path.exists():
         raise InputError(f"merge.checkpoint {path} does not exist", hint="use best, last or a path to a .ckpt")
@@ -68,10 +69,10 @@ def adapter_for(cfg: DictConfig, path: str | os.PathLike) -> adapters.Adapter:
 
 def available_kind(cfg: DictConfig) -> str:
     """``auto``'s choice: the merged model when there is one, else base + the trained adapter, else the base."""
-    if (Path(cfg.merge.output) / "model.pth").is_file():
+    run = RunLayout.of(cfg)
+    if run.merged_model.is_file():
         return "merged"
-    train_dir = Path(cfg.run_dir) / "train"
-    if (train_dir / "best.ckpt").is_file() or (train_dir / "lora.pth").is_file():
+    if run.best.is_file() or run.lora.is_file():
         return "lora"
     return "base"
 
@@ -80,7 +81,7 @@ def load_model(cfg: DictConfig, which: str, checkpoint: str | os.PathLike | None
     """``merged`` (merge.output), ``lora`` (base + an adapter folded in; ``checkpoint`` or merge.checkpoint) or
     ``base``. Returns (model on CPU, folder with its codec)."""
     if which == "merged":
-        folder = Path(cfg.merge.output)
+        folder = RunLayout.of(cfg).model
         if not (folder / "model.pth").is_file():
             raise InputError(
                 f"no merged model in {folder}", hint="run the merge stage first, or use synthesize.model=lora"

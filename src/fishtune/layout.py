@@ -14,7 +14,7 @@ module joins run-folder names. The default shape of ``<run_dir>``::
     report/                   evaluate: index.html, report.json, best_checkpoint.json (evaluate.output)
     publish/                  publish: the staged upload
     logs/                     one <stage>.log per stage
-    doctor.json  state.json  status.json  summary.json  summary.txt  .fishtune.lock
+    doctor.json  state.json  status.json  summary.json  summary.txt  serve.json  .fishtune.lock
 """
 
 from __future__ import annotations
@@ -22,13 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-
-def _select(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part, None) if node is not None else None
-    return node
 
 
 @dataclass(frozen=True)
@@ -42,24 +35,18 @@ class RunLayout:
     raw: Path
 
     @classmethod
-    def of(cls, cfg: Any) -> "RunLayout":
+    def of(cls, cfg: Any) -> RunLayout:
         """The layout for ``cfg`` (a DictConfig or anything with the same attributes)."""
-        root = Path(str(cfg.run_dir))
-
-        def configured(dotted: str, default: str) -> Path:
-            value = _select(cfg, dotted)
-            return Path(str(value)) if value else root / default
-
         return cls(
-            root=root,
-            model=configured("merge.output", "model"),
-            samples=configured("synthesize.output", "samples"),
-            report=configured("evaluate.output", "report"),
-            raw=configured("fetch.dataset.dest", "raw"),
+            root=Path(str(cfg.run_dir)),
+            model=Path(str(cfg.merge.output)),
+            samples=Path(str(cfg.synthesize.output)),
+            report=Path(str(cfg.evaluate.output)),
+            raw=Path(str(cfg.fetch.dataset.dest)),
         )
 
     @classmethod
-    def at(cls, run_dir: str | Path) -> "RunLayout":
+    def at(cls, run_dir: str | Path) -> RunLayout:
         """The default layout under ``run_dir`` (for tools that have a folder but no config)."""
         root = Path(run_dir)
         return cls(root=root, model=root / "model", samples=root / "samples", report=root / "report", raw=root / "raw")
@@ -80,6 +67,16 @@ class RunLayout:
     @property
     def stats(self) -> Path:
         return self.clips / "stats.json"
+
+    @property
+    def prepare_journal(self) -> Path:
+        """Finished inputs of prepare, for resuming."""
+        return self.clips / ".journal.jsonl"
+
+    @property
+    def prepare_failed(self) -> Path:
+        """The rejections of a failed prepare (``clips/`` keeps the last good run's)."""
+        return self.logs / "prepare.rejected.jsonl"
 
     # extract
     @property
@@ -121,6 +118,14 @@ class RunLayout:
         return self.train / "lora.pth"
 
     @property
+    def best(self) -> Path:
+        """The adapter with the lowest held-out validation loss."""
+        return self.train / "best.ckpt"
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:09d}.ckpt"
+
+    @property
     def metrics(self) -> Path:
         return self.train / "metrics.jsonl"
 
@@ -140,6 +145,15 @@ class RunLayout:
     @property
     def merged_model(self) -> Path:
         return self.model / "model.pth"
+
+    @property
+    def merge_record(self) -> Path:
+        """What merge made the model from (checkpoint, LoRA settings, validation)."""
+        return self.model / "state.json"
+
+    @property
+    def samples_index(self) -> Path:
+        return self.samples / "index.jsonl"
 
     @property
     def report_html(self) -> Path:
@@ -184,6 +198,16 @@ class RunLayout:
     @property
     def summary_text(self) -> Path:
         return self.root / "summary.txt"
+
+    @property
+    def serve_info(self) -> Path:
+        """Where a running ``serve`` listens (for scripts and tests)."""
+        return self.root / "serve.json"
+
+    @property
+    def write_probe(self) -> Path:
+        """doctor's scratch file: can the run folder be written?"""
+        return self.root / ".doctor-write-test"
 
     @property
     def lock(self) -> Path:

@@ -1,4 +1,4 @@
-"""Logging: timestamped lines to stdout and to ``<run_dir>/logs/<stage>.log`` at the same time."""
+"""Logging: timestamped lines to stdout and to the stage's log file (``logs/<stage>.log``) at the same time."""
 
 from __future__ import annotations
 
@@ -71,8 +71,9 @@ def quiet_lightning() -> None:
         lg.setLevel(logging.WARNING)
 
 
-def attach_stage_file(run_dir: Path, stage: str) -> logging.Handler:
-    handler = _LineBufferedFileHandler(Path(run_dir) / "logs" / f"{stage}.log")
+def attach_stage_file(path: Path) -> logging.Handler:
+    """Also log to ``path`` (a stage's ``RunLayout.log(stage)``) until :func:`detach`."""
+    handler = _LineBufferedFileHandler(Path(path))
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     handler.addFilter(redact.RedactFilter())
     logging.getLogger().addHandler(handler)

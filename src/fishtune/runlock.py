@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fishtune.errors import FishtuneError
+from fishtune.layout import RunLayout
 
-LOCK_FILE = ".fishtune.lock"
 READ_ONLY = frozenset({"doctor", "serve"})
 
 
@@ -56,12 +56,13 @@ def _write(stage: str) -> None:
 
 
 @contextlib.contextmanager
-def hold(run_dir: str | os.PathLike, stages: list[str]) -> Iterator[None]:
+def hold(run: RunLayout | str | os.PathLike, stages: list[str]) -> Iterator[None]:
     """Hold the run directory's lock while ``stages`` run (no lock when all of them only read)."""
     if all(s in READ_ONLY for s in stages):
         yield
         return
-    path = Path(run_dir) / LOCK_FILE
+    run = run if isinstance(run, RunLayout) else RunLayout.at(run)
+    run_dir, path = run.root, run.lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below; the lock lives as long as the fd
     try:

@@ -19,8 +19,7 @@ from typing import Any
 
 from fishtune import faults
 from fishtune.errors import InputError
-
-STATE_FILE = "state.json"
+from fishtune.layout import RunLayout
 
 
 def _umask() -> int:
@@ -245,9 +244,10 @@ class Journal:
 class RunState:
     """``<run_dir>/state.json``: what each stage did, with the fingerprint of its inputs and config."""
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / STATE_FILE
+    def __init__(self, run: RunLayout | str | os.PathLike):
+        run = run if isinstance(run, RunLayout) else RunLayout.at(run)
+        self.run_dir = run.root
+        self.path = run.state
 
     def load(self) -> dict:
         if not self.path.exists():

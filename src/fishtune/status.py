@@ -22,16 +22,14 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from fishtune import redact
+from fishtune.layout import RunLayout
+from fishtune.results import StageResult
 
 log = logging.getLogger("fishtune.status")
 
-STATUS_FILE = "status.json"
-SUMMARY_FILE = "summary.json"
-SUMMARY_TEXT = "summary.txt"
 UNKNOWN = "unknown"
 
 
@@ -117,8 +115,9 @@ class _Status:
         self.lock = threading.RLock()
         self.reset(None, [])
 
-    def reset(self, run_dir: Path | None, planned: list[str]) -> None:
-        self.run_dir = Path(run_dir) if run_dir else None
+    def reset(self, run: RunLayout | None, planned: list[str]) -> None:
+        self.layout = run
+        self.run_dir = run.root if run else None
         self.planned = list(planned)
         self.command_started = time.time()
         self.stage: str | None = None
@@ -129,9 +128,9 @@ class _Status:
         self.last_write = 0.0
         self.state = "running"
         self.stages: dict[str, dict] = {}
-        if self.run_dir is not None:
+        if run is not None:
             try:
-                old = json.loads((self.run_dir / STATUS_FILE).read_text(encoding="utf-8"))
+                old = json.loads(run.status.read_text(encoding="utf-8"))
                 if isinstance(old.get("stages"), dict):
                     self.stages = old["stages"]  # earlier commands' stages stay in the picture
                     _mark_killed(self.stages, old.get("pid"))
@@ -174,7 +173,7 @@ class _Status:
         }
 
     def write(self, force: bool = False) -> None:
-        if self.run_dir is None:
+        if self.layout is None:
             return
         now = time.monotonic()
         if not force and now - self.last_write < interval():
@@ -185,9 +184,9 @@ class _Status:
             try:
                 from fishtune.runstate import write_text_atomic
 
-                write_text_atomic(self.run_dir / STATUS_FILE, text)
+                write_text_atomic(self.layout.status, text)
             except OSError as err:  # a full disk must not turn into a failed stage because of the status file
-                log.debug("could not write %s: %s", self.run_dir / STATUS_FILE, err)
+                log.debug("could not write %s: %s", self.layout.status, err)
 
 
 _S = _Status()
@@ -211,9 +210,13 @@ def _mark_killed(stages: dict, pid: Any) -> None:
             rec["error"] = f"the command (pid {pid}) ended without finishing this stage (kill -9, OOM killer, power?)"
 
 
-def read(run_dir: str | os.PathLike) -> dict:
+def _layout(run: RunLayout | str | os.PathLike) -> RunLayout:
+    return run if isinstance(run, RunLayout) else RunLayout.at(run)
+
+
+def read(run: RunLayout | str | os.PathLike) -> dict:
     """``status.json`` as a reader should see it: a "running" run whose process is gone (same host) is "killed"."""
-    doc = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    doc = json.loads(_layout(run).status.read_text(encoding="utf-8"))
     if doc.get("state") == "running" and doc.get("host") == socket.gethostname() and not _alive(doc.get("pid")):
         doc["state"] = "killed"
         _mark_killed(doc.get("stages") or {}, doc.get("pid"))
@@ -221,29 +224,33 @@ def read(run_dir: str | os.PathLike) -> dict:
 
 
 # -- what the CLI calls ------------------------------------------------------------------------------------------
-def begin(run_dir: str | os.PathLike, planned: list[str]) -> None:
+def begin(run: RunLayout | str | os.PathLike, planned: list[str]) -> None:
+    """Start a command's picture of ``run`` (its :class:`RunLayout`, or a run folder with the default layout)."""
     with _S.lock:
-        _S.reset(Path(run_dir), planned)
+        _S.reset(_layout(run), planned)
         _S.write(force=True)
 
 
-def stage_started(run_dir: str | os.PathLike, name: str) -> None:
+def stage_started(run: RunLayout | str | os.PathLike, name: str) -> None:
     with _S.lock:
-        if _S.run_dir is None or _S.run_dir != Path(run_dir):
-            _S.reset(Path(run_dir), [name])
+        run = _layout(run)
+        if _S.layout is None or _S.run_dir != run.root:
+            _S.reset(run, [name])
         _S.stage, _S.stage_started = name, time.time()
         _S.progress, _S.train, _S.state = {}, {}, "running"
         _S.stages[name] = {"state": "running", "started_at": _iso(_S.stage_started)}
         _S.write(force=True)
 
 
-def stage_finished(name: str, result: Any = None, error: BaseException | None = None) -> dict:
-    """Record the end of a stage (done / skipped / failed / interrupted); returns its record."""
+def stage_finished(name: str, result: StageResult | dict | None = None, error: BaseException | None = None) -> dict:
+    """Record the end of a stage (done / skipped / failed / interrupted) from the :class:`StageResult` its ``run``
+    returned; returns the record."""
+    result = as_result(name, result)
     with _S.lock:
         started = _S.stage_started or time.time()
         seconds = time.time() - started
         if error is None:
-            state = "skipped" if isinstance(result, dict) and result.get("skipped") else "done"
+            state = "skipped" if result.skipped else "done"
         elif isinstance(error, KeyboardInterrupt):
             state = "interrupted"
         else:
@@ -255,7 +262,7 @@ def stage_finished(name: str, result: Any = None, error: BaseException | None = 
             "cost_usd": cost_or_unknown(seconds),
             "started_at": _iso(started),
             "finished_at": _iso(),
-            "outputs": describe(name, result, _S.run_dir) if error is None else "",
+            "outputs": result.outputs if error is None else "",
         }
         if error is not None:
             msg = error.one_line() if hasattr(error, "one_line") else (str(error) or type(error).__name__)
@@ -282,7 +289,7 @@ def end(ok: bool, interrupted: bool = False) -> None:
 
 def due() -> bool:
     """True when a throttled update would be written now (lets callers skip computing it otherwise)."""
-    return _S.run_dir is not None and time.monotonic() - _S.last_write >= interval()
+    return _S.layout is not None and time.monotonic() - _S.last_write >= interval()
 
 
 def progress(
@@ -295,7 +302,7 @@ def progress(
     force: bool = False,
     **extra: Any,
 ) -> None:
-    if _S.run_dir is None:
+    if _S.layout is None:
         return
     with _S.lock:  # the in-memory picture is always current; the file is rewritten at most every interval()
         _S.progress = {
@@ -314,7 +321,7 @@ def progress(
 
 def train(fields: dict, force: bool = False) -> None:
     """Training numbers (step, max_steps, loss, val_loss, tokens_per_second, gpu_memory_gb, eta_seconds, ...)."""
-    if _S.run_dir is None:
+    if _S.layout is None:
         return
     with _S.lock:
         _S.train.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in fields.items()})
@@ -336,75 +343,53 @@ def run_cost_text() -> str:
 
 
 # -- outputs and the final summary -------------------------------------------------------------------------------
-def _rel(path: Any, run_dir: Path | None) -> str:
-    p = Path(str(path))
-    try:
-        return str(p.relative_to(run_dir)) if run_dir else str(p)
-    except ValueError:
-        return str(p)
+def as_result(name: str, result: StageResult | dict | None) -> StageResult:
+    """The stage's :class:`StageResult` (``None``: a stage that returned nothing)."""
+    if isinstance(result, StageResult):
+        return result
+    if isinstance(result, dict):
+        return _legacy(name, result)
+    return StageResult("")
 
 
-def describe(name: str, r: Any, run_dir: Path | None) -> str:
-    """One short line: what a stage produced, from the dict its ``run`` returned."""
-    if not isinstance(r, dict):
-        return ""
+# TODO(#15): remove once train/extract return StageResult
+def _legacy(name: str, r: dict) -> StageResult:
+    """The dict train and extract still return, as a :class:`StageResult` (their summary lines kept)."""
     if r.get("skipped"):
-        return str(r.get("reason", "skipped"))
+        return StageResult(str(r.get("reason", "skipped")), skipped=True, data=r)
     try:
-        if name == "fetch":
-            return "; ".join(str(v) for v in r.get("done", [])) or "nothing to fetch"
-        if name == "doctor":
-            return f"doctor.json ({len(r.get('checks', []))} checks passed)"
-        if name == "prepare":
-            hours = r["durations"].get("hours", 0.0)
-            return f"clips/ ({r['accepted']} clips, {hours:.2f} h; {r['rejected']} rejected)"
         if name == "extract":
-            return f"tokens/ ({r['clips']} clips: {r['encoded']} encoded, {r['cached']} cached)"
-        if name == "pack":
-            if "train_clips" in r:
-                return f"packed/ ({r['train_clips']} train + {r['val_clips']} held-out clips; unchanged)"
-            return f"packed/ ({r['train']['clips']} train + {r['val']['clips']} held-out clips)"
+            return StageResult(f"tokens/ ({r['clips']} clips: {r['encoded']} encoded, {r['cached']} cached)", data=r)
         if name == "train":
-            base = r.get("baseline", {}).get("base_val_loss")
-            best = r.get("best_val_loss")
+            base, best = r.get("baseline", {}).get("base_val_loss"), r.get("best_val_loss")
             loss = f", val loss {base:.3f} -> {best:.3f}" if isinstance(base, float) and isinstance(best, float) else ""
-            return f"train/lora.pth ({r['steps']} steps{loss}{', stopped early' if r.get('stopped_early') else ''})"
-        if name == "merge":
-            out = _rel(r.get("output", "model"), run_dir)
-            return f"{out}/ (merged, validated: max output diff {r.get('max_rel_diff', '?')})"
-        if name == "synthesize":
-            return f"{_rel(r['output'], run_dir)}/ ({r['wavs']} wavs, {r['audio_seconds']:.1f} s of audio)"
-        if name == "publish":
-            return f"{r['url']} ({r.get('files', '?')} files)"
+            early = ", stopped early" if r.get("stopped_early") else ""
+            return StageResult(f"train/lora.pth ({r['steps']} steps{loss}{early})", data=r)
     except (KeyError, TypeError, ValueError, AttributeError):
         pass
-    for key in ("output", "report", "path", "url"):
-        if isinstance(r.get(key), str):
-            return _rel(r[key], run_dir)
-    return ""
+    return StageResult("", data=r)
 
 
-def next_steps(run_dir: Path, recs: list[dict], ok: bool) -> list[str]:
+def next_steps(run: RunLayout, recs: list[dict], ok: bool) -> list[str]:
+    """What to do after the command: the failure to fix, else the run's outputs that exist."""
     failed = [r for r in recs if r["state"] in ("failed", "interrupted")]
     if failed:
         r = failed[-1]
         return [
             f"{r['stage']} {r['state']}: {r.get('error', '')}",
             "fix that, then rerun the same command: finished stages are skipped or resumed where they stopped",
-            f"details: {run_dir / 'logs' / (r['stage'] + '.log')}",
+            f"details: {run.log(r['stage'])}",
         ]
     steps = []
-    ran = {r["stage"]: r for r in recs}
-    if (run_dir / "samples").is_dir():
-        steps.append(f"listen to the samples: {run_dir / 'samples'}/*.wav (texts in index.jsonl)")
-    report = run_dir / "report" / "index.html"
-    if report.is_file():
-        steps.append(f"read the report: {report}")
-    if (run_dir / "model" / "model.pth").is_file():
-        steps.append(f"the fine-tuned model: {run_dir / 'model'} (Fish Speech layout; model card in README.md)")
-    if (run_dir / "train" / "tensorboard").is_dir():
-        steps.append(f"training curves: tensorboard --logdir {run_dir / 'train' / 'tensorboard'}")
-    pub = ran.get("publish")
+    if run.samples.is_dir():
+        steps.append(f"listen to the samples: {run.samples}/*.wav (texts in index.jsonl)")
+    if run.report_html.is_file():
+        steps.append(f"read the report: {run.report_html}")
+    if run.merged_model.is_file():
+        steps.append(f"the fine-tuned model: {run.model} (Fish Speech layout; model card in README.md)")
+    if run.tensorboard.is_dir():
+        steps.append(f"training curves: tensorboard --logdir {run.tensorboard}")
+    pub = {r["stage"]: r for r in recs}.get("publish")
     if pub is None or pub["state"] == "skipped":
         steps.append("publish: STAGE=publish publish.repo_id=<user>/<name> with HF_TOKEN (or HF_TOKEN_FILE) set")
     elif pub["state"] == "done":
@@ -433,11 +418,12 @@ def render_table(recs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def summary(run_dir: str | os.PathLike, ok: bool) -> dict:
+def summary(run: RunLayout | str | os.PathLike, ok: bool) -> dict:
     """Print the per-stage table and next steps; write ``summary.json`` and ``summary.txt``."""
     from fishtune.runstate import write_json_atomic, write_text_atomic
 
-    run_dir = Path(run_dir)
+    run = _layout(run)
+    run_dir = run.root
     recs = records()
     total_s = sum(r["seconds"] for r in recs)
     rate = hourly_rate()
@@ -449,7 +435,7 @@ def summary(run_dir: str | os.PathLike, ok: bool) -> dict:
         "total_seconds": round(total_s, 2),
         "total_cost_usd": cost_or_unknown(total_s),
         "gpu_hourly_usd": rate,
-        "next": next_steps(run_dir, recs, ok),
+        "next": next_steps(run, recs, ok),
         "finished_at": _iso(),
     }
     text = "\n".join(
@@ -465,10 +451,10 @@ def summary(run_dir: str | os.PathLike, ok: bool) -> dict:
     )
     text = redact.redact(text)
     try:
-        write_json_atomic(run_dir / SUMMARY_FILE, json.loads(redact.redact(json.dumps(doc, default=str))))
-        write_text_atomic(run_dir / SUMMARY_TEXT, text)
+        write_json_atomic(run.summary, json.loads(redact.redact(json.dumps(doc, default=str))))
+        write_text_atomic(run.summary_text, text)
     except OSError as err:
-        log.warning("could not write %s: %s", run_dir / SUMMARY_FILE, err)
+        log.warning("could not write %s: %s", run.summary, err)
     sys.stdout.flush()
     print("\n" + text, flush=True)
     return doc

@@ -16,13 +16,10 @@ import logging
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
+from fishtune.layout import RunLayout
 from fishtune.runstate import sha256_file
 
 log = logging.getLogger("fishtune.evaluate")
-
-PICK_FILE = "best_checkpoint.json"
 
 
 def rule_text(min_similarity: float) -> str:
@@ -59,14 +56,25 @@ def choose(candidates: list[dict], min_similarity: float) -> tuple[dict, str]:
     return best, f"{best['name']}: no CER available; lowest validation loss ({loss}) of {len(eligible)} eligible"
 
 
-def pick_path(cfg: DictConfig) -> Path:
-    out = OmegaConf.select(cfg, "evaluate.output", default=None) or str(Path(cfg.run_dir) / "report")
-    return Path(out) / PICK_FILE
+def record(chosen: dict, reason: str, candidates: list[dict], min_similarity: float) -> dict:
+    """The pick as ``best_checkpoint.json`` holds it (``chosen['checkpoint']``'s sha256 included)."""
+    return {
+        "name": chosen["name"],
+        "checkpoint": chosen["checkpoint"],
+        "sha256": sha256_file(chosen["checkpoint"]),
+        "rule": rule_text(min_similarity),
+        "reason": reason,
+        "metrics": {k: chosen.get(k) for k in ("cer", "similarity", "val_loss")},
+        "candidates": [
+            {k: c.get(k) for k in ("name", "checkpoint", "cer", "similarity", "val_loss")} for c in candidates
+        ],
+    }
 
 
-def evaluated_best(cfg: DictConfig) -> Path | None:
-    """The checkpoint the last evaluation picked, if its file still has the recorded sha256; else None."""
-    path = pick_path(cfg)
+def evaluated_best(run: RunLayout) -> Path | None:
+    """The checkpoint the last evaluation of ``run`` picked (``run.best_checkpoint``), if its file still has the
+    recorded sha256; else None. This is how ``merge checkpoint=best`` reads evaluate's pick."""
+    path = run.best_checkpoint
     if not path.is_file():
         return None
     try:

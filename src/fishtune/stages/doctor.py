@@ -15,8 +15,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fishtune import formats, versions
+from fishtune.datasets import data_root
 from fishtune.errors import FishtuneError, StageFailed
+from fishtune.layout import RunLayout
 from fishtune.modeling import files
+from fishtune.results import StageResult
 from fishtune.runstate import write_json_atomic
 
 log = logging.getLogger("fishtune.doctor")
@@ -103,8 +106,8 @@ def _check_gpu(rep: Report, cfg: DictConfig) -> dict:
     return info
 
 
-def _check_disk(rep: Report, cfg: DictConfig) -> None:
-    run_dir = Path(cfg.run_dir)
+def _check_disk(rep: Report, run: RunLayout, cfg: DictConfig) -> None:
+    run_dir = run.root
     probe = run_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -118,7 +121,7 @@ def _check_disk(rep: Report, cfg: DictConfig) -> None:
     )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        test = run_dir / ".doctor-write-test"
+        test = run.write_probe
         test.write_text("ok")
         test.unlink()
     except OSError as err:
@@ -226,8 +229,6 @@ def _check_weights(rep: Report, d: Path) -> None:
 
 def _check_data(rep: Report, cfg: DictConfig) -> dict:
     try:
-        from fishtune.stages.fetch import data_root
-
         root = data_root(cfg)  # paths.data, or where the fetch stage put the dataset
         fmt, items = formats.read(root, str(cfg.prepare.format))
     except FishtuneError as err:
@@ -261,12 +262,13 @@ def _check_text(rep: Report, cfg: DictConfig) -> None:
         )
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
+    run_layout = RunLayout.of(cfg)
     rep = Report()
     _check_software(rep)
     _check_text(rep, cfg)
     gpu = _check_gpu(rep, cfg)
-    _check_disk(rep, cfg)
+    _check_disk(rep, run_layout, cfg)
     hashes = _check_model(rep, cfg)
     data = _check_data(rep, cfg)
     result = {
@@ -277,11 +279,11 @@ def run(cfg: DictConfig) -> dict:
         "versions": versions.package_versions(),
     }
     with contextlib.suppress(OSError):  # an unwritable run dir is already a failed check
-        write_json_atomic(Path(cfg.run_dir) / "doctor.json", result)
+        write_json_atomic(run_layout.doctor, result)
     if rep.failures:
         raise StageFailed(
             f"{len(rep.failures)} preflight check(s) failed: "
             + "; ".join(f"{r['check']}: {r['detail']}" for r in rep.failures)
         )
     log.info("doctor: all checks passed")
-    return result
+    return StageResult(f"{run_layout.relative(run_layout.doctor)} ({len(rep.rows)} checks passed)", data=result)

@@ -24,8 +24,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fishtune import archives, formats, hub, redact
+from fishtune.datasets import MARKER, dataset_source
 from fishtune.errors import InputError
+from fishtune.layout import RunLayout
 from fishtune.modeling import files
+from fishtune.results import StageResult
 from fishtune.runstate import (
     RunState,
     check_replaceable,
@@ -36,59 +39,6 @@ from fishtune.runstate import (
 )
 
 log = logging.getLogger("fishtune.fetch")
-MARKER = ".fishtune-source.json"
-
-
-def _opt(cfg: DictConfig, dotted: str, default=None):
-    node = cfg
-    for part in dotted.split("."):
-        if node is None or part not in node:
-            return default
-        node = node[part]
-    return default if node is None else node
-
-
-def dataset_source(cfg: DictConfig) -> dict | None:
-    """The configured dataset source, or None when the dataset is simply ``paths.data``."""
-    path, repo = _opt(cfg, "fetch.dataset.path"), _opt(cfg, "fetch.dataset.repo_id")
-    # not both: fishtune.schema
-    if path:
-        return {"kind": "path", "path": str(path)}
-    if repo:
-        return {
-            "kind": "hub",
-            "repo_id": str(repo),
-            "revision": str(_opt(cfg, "fetch.dataset.revision", "main")),
-            "archive": _opt(cfg, "fetch.dataset.archive"),
-        }
-    return None
-
-
-def _subdir(root: Path, subdir: str | None) -> Path:
-    if subdir:
-        return root / subdir
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
-    # An archive usually holds one top folder (LJSpeech-1.1/...): use it as the dataset root.
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return root
-
-
-def data_root(cfg: DictConfig) -> Path:
-    """The folder ``prepare`` and ``doctor`` read: ``paths.data``, or where ``fetch`` put the dataset."""
-    src = dataset_source(cfg)
-    if src is None:
-        return Path(cfg.paths.data)
-    subdir = _opt(cfg, "fetch.dataset.subdir")
-    if src["kind"] == "path" and Path(src["path"]).is_dir():
-        return Path(src["path"]) / (subdir or "")
-    dest = Path(cfg.fetch.dataset.dest)
-    if not (dest / MARKER).is_file():
-        what = src.get("path") or f"{src['repo_id']}@{src['revision']}"
-        raise InputError(
-            f"the dataset {what} has not been fetched into {dest} yet", hint="run the fetch stage first (STAGE=fetch)"
-        )
-    return _subdir(dest, subdir)
 
 
 def _marker(dest: Path) -> dict:
@@ -99,7 +49,7 @@ def _marker(dest: Path) -> dict:
 
 
 def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: str | None) -> dict:
-    mode = str(_opt(cfg, "fetch.model", "auto"))
+    mode = str(cfg.fetch.model)
     dest = Path(cfg.model.path)
     repo, revision = cfg.model.get("repo_id"), cfg.model.get("revision")
     missing = files.missing_files(dest) if dest.is_dir() else list(files.REQUIRED)
@@ -126,10 +76,10 @@ def _fetch_dataset(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint
     src = dataset_source(cfg)
     if src is None:
         return {"skipped": True, "reason": f"dataset is paths.data ({cfg.paths.data})"}
-    dest = Path(cfg.fetch.dataset.dest)
+    dest = RunLayout.of(cfg).raw
     if src["kind"] == "hub" or not Path(src["path"]).is_dir():
         check_replaceable(dest, "fetch.dataset.dest folder")  # before anything is downloaded
-    pinned = _opt(cfg, "fetch.dataset.sha256")
+    pinned = cfg.fetch.dataset.sha256
     if src["kind"] == "path":
         path = Path(src["path"])
         if path.is_dir():
@@ -180,13 +130,12 @@ def _install_archive(archive: Path, dest: Path, source: dict, pinned: str | None
     return {"dataset": archive.name, "files": count, "dest": str(dest), "sha256": source["sha256"]}
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     started = time.time()
-    cache_dir = Path(_opt(cfg, "hub.cache_dir", Path(cfg.paths.cache) / "huggingface" / "hub"))
-    endpoint = _opt(cfg, "hub.endpoint")
-    endpoint = str(endpoint).rstrip("/") if endpoint else None
+    cache_dir = Path(cfg.hub.cache_dir)
+    endpoint = str(cfg.hub.endpoint).rstrip("/") if cfg.hub.endpoint else None
     src = dataset_source(cfg)
-    mode = str(_opt(cfg, "fetch.model", "auto"))
+    mode = str(cfg.fetch.model)
     model_missing = not Path(cfg.model.path).is_dir() or bool(files.missing_files(cfg.model.path))
     wants_model = cfg.model.get("repo_id") and (mode == "always" or (mode == "auto" and model_missing))
     # The token is read only when the Hub will be asked for something.
@@ -198,12 +147,12 @@ def run(cfg: DictConfig) -> dict:
         done.append(f"base weights {model['repo_id']}@{model['commit'][:12]} -> {cfg.model.path}")
     if not data.get("skipped"):
         done.append(f"dataset {data['dataset']} ({data['files']} files) -> {data['dest']}")
-    result = {"model": model, "dataset": data, "done": done}
-    if not done:
-        reason = f"nothing to fetch ({model.get('reason')}; {data.get('reason')})"
-        log.info("fetch: %s", reason)
-        result |= {"skipped": True, "reason": redact.redact(reason)}
     RunState(cfg.run_dir).record(
         "fetch", fingerprint=sha256_json([str(cfg.model.path), src]), started=started, model=model, dataset=data
     )
-    return result
+    data_out = {"model": model, "dataset": data, "done": done}
+    if not done:
+        reason = f"nothing to fetch ({model.get('reason')}; {data.get('reason')})"
+        log.info("fetch: %s", reason)
+        return StageResult(redact.redact(reason), skipped=True, data=data_out)
+    return StageResult("; ".join(done), data=data_out)

@@ -25,6 +25,7 @@ from fishtune.layout import RunLayout
 from fishtune.manifest import read_manifest
 from fishtune.progress import Progress
 from fishtune.proto import text_data_pb2 as pb
+from fishtune.results import StageResult
 from fishtune.runstate import RunState, remove_temp_files, sha256_json, write_json_atomic
 
 log = logging.getLogger("fishtune.pack")
@@ -108,12 +109,28 @@ def _write_split(folder: Path, rows: list[dict], tokens_dir: Path, progress: Pro
     }
 
 
-def run(cfg: DictConfig) -> dict:
+def _settings(cfg: DictConfig) -> dict:
+    p = cfg.pack
+    return {
+        "val_fraction": float(p.val_fraction),
+        "val_min": int(p.val_min),
+        "val_max": int(p.val_max),
+        "split_by": str(p.split_by),
+        "seed": int(p.seed),
+    }
+
+
+def _line(run: RunLayout, train_clips: int, val_clips: int, unchanged: bool = False) -> str:
+    note = "; unchanged" if unchanged else ""
+    return f"{run.relative(run.packed)}/ ({train_clips} train + {val_clips} held-out clips{note})"
+
+
+def run(cfg: DictConfig) -> StageResult:
     started = time.time()
-    run_dir = Path(cfg.run_dir)
-    rows = read_manifest(RunLayout.of(cfg).manifest)
-    tokens_dir = run_dir / "tokens"
-    out = run_dir / "packed"
+    run_layout = RunLayout.of(cfg)
+    rows = read_manifest(run_layout.manifest)
+    tokens_dir = run_layout.tokens
+    out = run_layout.packed
     remove_temp_files(out, subfolders=True)  # half-written files of a killed run
     missing = [r["id"] for r in rows if not tokens.paths(tokens_dir, r["id"])[0].is_file()]
     if missing:
@@ -121,30 +138,26 @@ def run(cfg: DictConfig) -> dict:
             f"{len(missing)} clips have no token file (e.g. {tokens_dir / missing[0]}.npy)",
             hint="run the extract stage first (STAGE=extract)",
         )
-    p = cfg.pack
-    settings = {
-        "val_fraction": float(p.val_fraction),
-        "val_min": int(p.val_min),
-        "val_max": int(p.val_max),
-        "split_by": str(p.split_by),
-        "seed": int(p.seed),
-    }
+    settings = _settings(cfg)
     fingerprint = sha256_json(
         [
             settings,
             [(r["id"], r["text"], tokens.paths(tokens_dir, r["id"])[1].read_text()) for r in rows],
         ]
     )
-    state = RunState(run_dir)
+    state = RunState(run_layout)
     if (
         state.is_current("pack", fingerprint)
-        and (out / "summary.json").is_file()
+        and run_layout.packed_summary.is_file()
         and all(
-            (out / s / n).is_file() for s in ("train", "val") for n in state.stage("pack").get("shards", {}).get(s, [])
+            (run_layout.shards(s) / n).is_file()
+            for s in ("train", "val")
+            for n in state.stage("pack").get("shards", {}).get(s, [])
         )
     ):
         log.info("pack: up to date (inputs unchanged), nothing to do")
-        return state.stage("pack")
+        rec = state.stage("pack")
+        return StageResult(_line(run_layout, rec["train_clips"], rec["val_clips"], unchanged=True), True, rec)
 
     train_ids, val_ids = split(
         rows,
@@ -156,13 +169,15 @@ def run(cfg: DictConfig) -> dict:
     )
     progress = Progress("pack", len(rows), unit="clips", amount_unit="audio s", logger=log)
     summary = {
-        "train": _write_split(out / "train", [r for r in rows if r["id"] in train_ids], tokens_dir, progress),
-        "val": _write_split(out / "val", [r for r in rows if r["id"] in val_ids], tokens_dir, progress),
+        "train": _write_split(
+            run_layout.shards("train"), [r for r in rows if r["id"] in train_ids], tokens_dir, progress
+        ),
+        "val": _write_split(run_layout.shards("val"), [r for r in rows if r["id"] in val_ids], tokens_dir, progress),
         "settings": settings,
     }
     progress.close()
-    write_json_atomic(out / "split.json", {"settings": settings, "train": sorted(train_ids), "val": sorted(val_ids)})
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(run_layout.split, {"settings": settings, "train": sorted(train_ids), "val": sorted(val_ids)})
+    write_json_atomic(run_layout.packed_summary, summary)
     log.info(
         "pack: %d train clips (%.1f min) and %d held-out val clips (%.1f min) in %s",
         summary["train"]["clips"],
@@ -179,4 +194,4 @@ def run(cfg: DictConfig) -> dict:
         train_clips=summary["train"]["clips"],
         val_clips=summary["val"]["clips"],
     )
-    return summary
+    return StageResult(_line(run_layout, summary["train"]["clips"], summary["val"]["clips"]), data=summary)

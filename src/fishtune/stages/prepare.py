@@ -25,8 +25,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fishtune import audio, formats, text
+from fishtune.datasets import data_root as dataset_root
 from fishtune.errors import StageFailed
+from fishtune.layout import RunLayout
 from fishtune.progress import Progress
+from fishtune.results import StageResult
 from fishtune.runstate import (
     Journal,
     RunState,
@@ -35,14 +38,9 @@ from fishtune.runstate import (
     write_jsonl_atomic,
     write_text_atomic,
 )
-from fishtune.stages import fetch
 from fishtune.text import fi_morph
 
 log = logging.getLogger("fishtune.prepare")
-
-
-def clips_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.run_dir) / "clips"
 
 
 def _settings(cfg: DictConfig) -> dict:
@@ -132,15 +130,16 @@ def duration_stats(durations: list[float]) -> dict:
     }
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     started = time.time()
+    run_layout = RunLayout.of(cfg)
     settings = _settings(cfg)
     text.normalize("", settings["normalize"])  # unknown normaliser -> usage error before any work
     if settings["normalize"] == "fi" and not fi_morph.available():  # warns once: numbers stay nominative
         log.warning("prepare: Finnish numbers are not inflected by case without Voikko")
-    data_root = fetch.data_root(cfg)  # paths.data, or where the fetch stage put the dataset
+    data_root = dataset_root(cfg)  # paths.data, or where the fetch stage put the dataset
     fmt, items = formats.read(data_root, str(cfg.prepare.format))
-    out = clips_dir(cfg)
+    out = run_layout.clips
     out.mkdir(parents=True, exist_ok=True)
     log.info("dataset %s: format %s, %d inputs", data_root, fmt, len(items))
 
@@ -152,7 +151,7 @@ def run(cfg: DictConfig) -> dict:
     keys: dict[str, str] = {it.id: _item_key(it, settings) for it in usable}
     workers = int(cfg.prepare.workers) or min(8, os.cpu_count() or 1)
 
-    with Journal(out / ".journal.jsonl") as journal:
+    with Journal(run_layout.prepare_journal) as journal:
         todo = []
         for it in usable:
             hit = journal.get(keys[it.id])
@@ -176,14 +175,15 @@ def run(cfg: DictConfig) -> dict:
     accepted.sort(key=lambda r: r["id"])
     rejected.sort(key=lambda r: r["id"])
     stats = _stats(fmt, len(items), accepted, rejected, settings)
-    _log_result(len(items), stats, rejected, out)
-    _check_result(cfg, data_root, len(items), accepted, rejected)  # a failure leaves the earlier outputs as they were
+    _log_result(len(items), stats, rejected, run_layout.rejected)
+    # a failure leaves the earlier outputs as they were
+    _check_result(cfg, run_layout.prepare_failed, data_root, len(items), accepted, rejected)
     _remove_orphans(out, accepted)
-    write_jsonl_atomic(out / "manifest.jsonl", accepted)
-    write_jsonl_atomic(out / "rejected.jsonl", rejected)
-    write_json_atomic(out / "stats.json", stats)
+    write_jsonl_atomic(run_layout.manifest, accepted)
+    write_jsonl_atomic(run_layout.rejected, rejected)
+    write_json_atomic(run_layout.stats, stats)
     d = stats["durations"]
-    RunState(cfg.run_dir).record(
+    RunState(run_layout).record(
         "prepare",
         fingerprint=sha256_json([sorted(keys.values()), settings]),
         started=started,
@@ -191,10 +191,11 @@ def run(cfg: DictConfig) -> dict:
         rejected=len(rejected),
         hours=d.get("hours", 0.0),
     )
-    return stats
+    line = f"{run_layout.relative(out)}/ ({len(accepted)} clips, {d.get('hours', 0.0):.2f} h; {len(rejected)} rejected)"
+    return StageResult(line, data=stats)
 
 
-def _log_result(inputs: int, stats: dict, rejected: list[dict], out: Path) -> None:
+def _log_result(inputs: int, stats: dict, rejected: list[dict], listed: Path) -> None:
     d = stats["durations"]
     log.info(
         "prepare: %d inputs, %d accepted (%.1f min, %.1f-%.1f s, median %.1f s), %d rejected (see %s)",
@@ -205,19 +206,20 @@ def _log_result(inputs: int, stats: dict, rejected: list[dict], out: Path) -> No
         d.get("max", 0),
         d.get("median", 0),
         len(rejected),
-        out / "rejected.jsonl",
+        listed,
     )
     for row in rejected[:10]:
         log.warning("rejected %s: %s", row["id"], row["reason"])
     if len(rejected) > 10:
-        log.warning("... and %d more in %s", len(rejected) - 10, out / "rejected.jsonl")
+        log.warning("... and %d more in %s", len(rejected) - 10, listed)
 
 
-def _check_result(cfg: DictConfig, data_root: Path, inputs: int, accepted: list[dict], rejected: list[dict]) -> None:
-    """Fail before anything in ``clips/`` is replaced; the rejections of the failed attempt go to
-    ``logs/prepare.rejected.jsonl``, so the manifest, clips and reports of the last good run stay as they were."""
+def _check_result(
+    cfg: DictConfig, failed: Path, data_root: Path, inputs: int, accepted: list[dict], rejected: list[dict]
+) -> None:
+    """Fail before anything in ``clips/`` is replaced; the rejections of the failed attempt go to ``failed``
+    (``logs/prepare.rejected.jsonl``), so the manifest, clips and reports of the last good run stay as they were."""
     limit = float(cfg.prepare.max_reject_fraction)
-    failed = Path(cfg.run_dir) / "logs" / "prepare.rejected.jsonl"
     if not accepted:
         write_jsonl_atomic(failed, rejected)
         raise StageFailed(

@@ -17,8 +17,8 @@ from pathlib import Path
 import lightning as L
 
 from fishtune import hub
+from fishtune.layout import RunLayout
 from fishtune.runstate import link_or_copy
-from fishtune.status import STATUS_FILE
 from fishtune.training.checkpoints import list_steps
 
 log = logging.getLogger("fishtune.train")
@@ -27,33 +27,32 @@ log = logging.getLogger("fishtune.train")
 class HubSync(L.Callback):
     def __init__(self, sync: hub.BackgroundSync, ckpt_dir: Path, run_dir: Path, final_wait: float = 120.0):
         self.sync, self.ckpt_dir, self.run_dir, self.final_wait = sync, Path(ckpt_dir), Path(run_dir), final_wait
+        self.status = RunLayout.at(run_dir).status
         self.staging = self.ckpt_dir.parent / ".hub-sync"
         self.last: str | None = None
 
     @classmethod
     def from_config(cls, cfg, ckpt_dir: Path, run_dir: Path) -> HubSync | None:
-        s = cfg.get("hub", {}).get("sync") or {}
-        if not s.get("repo_id"):
+        s = cfg.hub.sync
+        if not s.repo_id:
             return None
-        endpoint = cfg.get("hub", {}).get("endpoint")
+        endpoint = cfg.hub.endpoint
         uploader = hub.Uploader(
             str(s.repo_id),
             token=hub.resolve_token(),
             endpoint=str(endpoint).rstrip("/") if endpoint else None,
-            private=bool(s.get("private", True)),
-            revision=s.get("revision"),
+            private=bool(s.private),
+            revision=s.revision,
         )
         sync = hub.BackgroundSync(
-            uploader,
-            retry_seconds=float(s.get("retry_seconds", 10)),
-            max_retry_seconds=float(s.get("max_retry_seconds", 300)),
+            uploader, retry_seconds=float(s.retry_seconds), max_retry_seconds=float(s.max_retry_seconds)
         )
         log.info("hub sync: each new checkpoint and status.json go to %s in the background", uploader.url)
-        return cls(sync, ckpt_dir, run_dir, float(s.get("final_wait_seconds", 120)))
+        return cls(sync, ckpt_dir, run_dir, float(s.final_wait_seconds))
 
     def _status_bytes(self) -> bytes:
         try:
-            return (self.run_dir / STATUS_FILE).read_bytes()
+            return self.status.read_bytes()
         except OSError:
             return b"{}\n"
 
@@ -73,7 +72,7 @@ class HubSync(L.Callback):
             log.warning("hub sync: cannot stage %s (%s); skipping it", newest.name, err)
             return
         self.sync.submit(
-            {f"checkpoints/{newest.name}": staged, STATUS_FILE: self._status_bytes},
+            {f"checkpoints/{newest.name}": staged, self.status.name: self._status_bytes},
             f"fishtune: {self.run_dir.name} {newest.stem}",
             cleanup=[staged],
         )
