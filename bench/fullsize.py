@@ -42,6 +42,7 @@ def write_packed(model_dir: Path, run_dir: Path, clips: int) -> None:
     from fish_speech.models.text2semantic.llama import DualARModelArgs
 
     from fishtune import packed
+    from fishtune.layout import RunLayout
     from fishtune.proto import text_data_pb2 as pb
 
     args = DualARModelArgs.from_pretrained(str(model_dir))
@@ -50,9 +51,10 @@ def write_packed(model_dir: Path, run_dir: Path, clips: int) -> None:
     split = {"train": utts[: clips - 4], "val": utts[clips - 4 :]}
     for name, part in split.items():
         sentences = [packed.make_sentence(u.text, u.codes) for u in part]
-        (run_dir / "packed" / name).mkdir(parents=True, exist_ok=True)
+        folder = RunLayout.at(run_dir).shards(name)
+        folder.mkdir(parents=True, exist_ok=True)
         record = pb.TextData(source="fishtune", name="speaker", sentences=sentences)
-        packed.write(run_dir / "packed" / name / "00000000.protos", [record])
+        packed.write(folder / "00000000.protos", [record])
 
 
 def stage(name: str, env: dict, overrides: list[str], log: Path) -> dict:
@@ -109,7 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         result["stages"][name] = stage(name, env, overrides(args.model, args.device, args.steps), root / f"{name}.log")
         if not result["stages"][name]["passed"]:
             break
-    summary, state = run_dir / "train" / "summary.json", run_dir / "model" / "state.json"
+    from fishtune.layout import RunLayout
+
+    run = RunLayout.at(run_dir)
+    summary, state = run.train_summary, run.merge_record
     result["train_summary"] = json.loads(summary.read_text()) if summary.is_file() else None
     result["merge_validation"] = json.loads(state.read_text()).get("validation") if state.is_file() else None
     result["passed"] = all(s["passed"] for s in result["stages"].values()) and len(result["stages"]) == 2

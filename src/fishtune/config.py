@@ -64,7 +64,7 @@ def check(cfg: DictConfig, aliases: set[str] = frozenset()) -> None:
 def check_run_name(cfg: DictConfig) -> None:
     """The run goes to ``$FISHTUNE_RUNS/$RUN_NAME``: the name must be one plain folder name, so that a run never
     writes outside the runs root (``../../x``) or into the root itself (empty)."""
-    name = str(cfg.get("run_name") if cfg.get("run_name") is not None else "")
+    name = "" if cfg.run_name is None else str(cfg.run_name)
     if not name.strip() or name.strip() in (".", "..") or any(c in name for c in "/\\\0"):
         raise UsageError(
             f"RUN_NAME (run_name) {name!r} is not a plain folder name",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fishtune.layout import RunLayout
+
 # Base-model licences whose terms a fine-tune inherits (model.license in configs/model/*.yaml).
 LICENCES = {
     "cc-by-nc-sa-4.0": (
@@ -40,10 +42,10 @@ def _fmt(x) -> str:
 
 
 def render(
-    run_dir: Path, base_name: str, lora_settings: dict, checkpoint: str, validation: dict, license_id: str | None
+    run: RunLayout, base_name: str, lora_settings: dict, checkpoint: str, validation: dict, license_id: str | None
 ) -> str:
-    stats = _load(run_dir / "clips" / "stats.json")
-    train = _load(run_dir / "train" / "summary.json")
+    stats = _load(run.stats)
+    train = _load(run.train_summary)
     hours = stats.get("durations", {}).get("hours")
     lines = [
         f"# {base_name} fine-tuned with fishtune",
@@ -71,8 +73,8 @@ def render(
     return "\n".join(lines)
 
 
-def _last_train_loss(run_dir: Path) -> float | None:
-    path = run_dir / "train" / "metrics.jsonl"
+def _last_train_loss(path: Path) -> float | None:
+    """The last ``train/loss`` in ``train/metrics.jsonl``."""
     last = None
     try:
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -101,7 +103,7 @@ def _hub_metadata(base_repo: str | None, license_id: str | None, language: str |
 
 
 def render_hub_card(
-    run_dir: Path,
+    run: RunLayout,
     *,
     repo_id: str,
     base_repo: str | None,
@@ -114,8 +116,8 @@ def render_hub_card(
     cost: str | None = None,
 ) -> str:
     """The README.md of a published repo: Hub metadata, base model, data hours, steps, losses, licence note."""
-    stats = _load(run_dir / "clips" / "stats.json")
-    train = _load(run_dir / "train" / "summary.json")
+    stats = _load(run.stats)
+    train = _load(run.train_summary)
     hours = stats.get("durations", {}).get("hours")
     speakers = len(stats.get("speakers", {})) or "?"
     base_loss = train.get("baseline", {}).get("base_val_loss")
@@ -130,14 +132,14 @@ def render_hub_card(
             + (f", {hours:.2f} hours" if isinstance(hours, int | float) else "")
             + f", {speakers} speaker(s)",
         ),
-        ("Held-out validation clips", str(_load(run_dir / "packed" / "summary.json").get("val", {}).get("clips", "?"))),
+        ("Held-out validation clips", str(_load(run.packed_summary).get("val", {}).get("clips", "?"))),
         (
             "Steps",
             f"{train.get('steps', '?')} of {train.get('max_steps', '?')}"
             + (" (early stopping on held-out loss)" if train.get("stopped_early") else ""),
         ),
         ("Validation loss (held-out)", f"base {_fmt(base_loss)} -> best {_fmt(train.get('best_val_loss'))}"),
-        ("Final training loss", _fmt(_last_train_loss(run_dir))),
+        ("Final training loss", _fmt(_last_train_loss(run.metrics))),
         (
             "LoRA",
             f"r={lora_settings.get('r')}, alpha={lora_settings.get('alpha')}, dropout={lora_settings.get('dropout')}",

@@ -103,23 +103,26 @@ def _dtypes(path: Path) -> list[str]:
     return sorted({str(v.dtype).removeprefix("torch.") for v in sd.values() if isinstance(v, torch.Tensor)})
 
 
-def outputs(model: Path, run: Path) -> dict:
+def outputs(model: Path, run_dir: Path) -> dict:
     """File sizes (released ones beside), dtypes and the merge validation of a finished rehearsal."""
-    ckpts = sorted((run / "train" / "checkpoints").glob("step_*.ckpt"))
-    state = run / "model" / "state.json"
+    from fishtune.layout import RunLayout
+
+    run = RunLayout.at(run_dir)
+    ckpts = sorted(run.checkpoints.glob("step_*.ckpt"))
+    state = run.merge_record
     validation = json.loads(state.read_text())["validation"] if state.is_file() else None
     return {
         "bytes": {
             "model.pth": _size(model / "model.pth"),
             "codec.pth": _size(model / "codec.pth"),
-            "lora.pth": _size(run / "train" / "lora.pth"),
+            "lora.pth": _size(run.lora),
             "checkpoint (step_*.ckpt)": _size(ckpts[-1]) if ckpts else None,
-            "merged model.pth": _size(run / "model" / "model.pth"),
+            "merged model.pth": _size(run.merged_model),
         },
         "released_bytes": RELEASED_BYTES,
         "dtypes": {
-            "lora.pth": _dtypes(run / "train" / "lora.pth"),
-            "merged model.pth": _dtypes(run / "model" / "model.pth"),
+            "lora.pth": _dtypes(run.lora),
+            "merged model.pth": _dtypes(run.merged_model),
         },
         "merge_validation": validation,
     }

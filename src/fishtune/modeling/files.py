@@ -71,9 +71,9 @@ def file_hash(path: str | os.PathLike, cache_dir: str | os.PathLike | None = Non
 def pinned_files(model_cfg) -> dict[str, dict]:
     """``{file: {"sha256", "bytes"}}`` the model folder must match (``model.files``), or ``{}`` with
     ``model.verify_files=false``."""
-    if not model_cfg.get("verify_files", True):
+    if not model_cfg.verify_files:
         return {}
-    return {str(name): dict(pin) for name, pin in (model_cfg.get("files") or {}).items()}
+    return {str(name): dict(pin) for name, pin in (model_cfg.files or {}).items()}
 
 
 def pin_problems(model_dir: str | os.PathLike, pins: dict[str, dict], cache_dir=None) -> list[str]:

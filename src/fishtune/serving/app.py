@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from urllib.parse import quote
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +24,7 @@ from starlette.routing import Route
 
 from fishtune import generation
 from fishtune.errors import FishtuneError
+from fishtune.layout import RunLayout
 from fishtune.serving import encode
 from fishtune.serving.engine import Engine, Job
 from fishtune.serving.scheduler import Busy, Scheduler, TimedOut
@@ -47,8 +47,8 @@ class Server:
         self.cfg, self.s, self.engine, self.token = cfg, cfg.serve, engine, token
         self.scheduler = Scheduler(int(self.s.max_queue), float(self.s.timeout_seconds))
         self.started = time.time()
-        self.report_dir = Path(cfg.evaluate.output)
-        self.metrics_path = Path(cfg.run_dir) / "train" / "metrics.jsonl"
+        run = RunLayout.of(cfg)
+        self.report_dir, self.report_html, self.metrics_path = run.report, run.report_html, run.metrics
         self.model_id = f"fishtune-{cfg.run_name}-{engine.kind}"
 
     def authorized(self, request: Request) -> bool:
@@ -102,7 +102,7 @@ class Server:
                 "max_chars": int(s.max_chars),
                 "defaults": OmegaConf.to_container(s.defaults),
                 "limits": OmegaConf.to_container(s.limits),
-                "report": (self.report_dir / "index.html").is_file(),
+                "report": self.report_html.is_file(),
                 "training": self.metrics_path.is_file(),
             }
         )

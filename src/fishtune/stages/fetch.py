@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> StageResult:
     src = dataset_source(cfg)
     mode = str(cfg.fetch.model)
     model_missing = not Path(cfg.model.path).is_dir() or bool(files.missing_files(cfg.model.path))
-    wants_model = cfg.model.get("repo_id") and (mode == "always" or (mode == "auto" and model_missing))
+    wants_model = cfg.model.repo_id and (mode == "always" or (mode == "auto" and model_missing))
     # The token is read only when the Hub will be asked for something.
     token = hub.resolve_token() if wants_model or (src is not None and src["kind"] == "hub") else None
     model = _fetch_model(cfg, token, cache_dir, endpoint)

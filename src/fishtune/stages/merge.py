@@ -22,8 +22,10 @@ from omegaconf import DictConfig
 from fishtune import adapters, faults, lora, modelcard, paths
 from fishtune.errors import InputError, StageFailed, UsageError
 from fishtune.generation import adapter_for, resolve_checkpoint
+from fishtune.layout import RunLayout
 from fishtune.modeling.files import CODEC_CONFIG
 from fishtune.modeling.llm import load_llm
+from fishtune.results import StageResult
 from fishtune.runstate import (
     RunState,
     atomic_dir,
@@ -45,7 +47,7 @@ def probe_batch(cfg: DictConfig, model) -> dict:
     from fishtune.training.samples import Collate, ValSet, load_groups
 
     tok, nc = model.tokenizer, model.config.num_codebooks
-    val = Path(cfg.run_dir) / "packed" / "val"
+    val = RunLayout.of(cfg).shards("val")
     collate = Collate(tok.get_token_id("<|end_of_text|>"))
     ds = ValSet(load_groups(val, nc), tok, nc, min(1024, model.config.max_seq_len)) if any(val.glob("*.protos")) else []
     if len(ds):
@@ -119,10 +121,10 @@ def check_output(out_dir: Path, base_dir: Path) -> None:
     check_replaceable(out_dir, "merge.output folder")
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     started = time.time()
-    run_dir = Path(cfg.run_dir)
-    out_dir = Path(cfg.merge.output)
+    run = RunLayout.of(cfg)
+    out_dir = run.model
     base_dir = Path(cfg.model.path)
     check_output(out_dir, base_dir)  # before any work
     ckpt = resolve_checkpoint(cfg)
@@ -158,16 +160,16 @@ def run(cfg: DictConfig) -> dict:
             "probe_tokens": int((~batch["key_padding_mask"]).sum()),
         }
         settings = adapter.settings.to_dict()
-        card = modelcard.render(run_dir, str(cfg.model.name), settings, str(ckpt), validation, cfg.model.get("license"))
+        card = modelcard.render(run, str(cfg.model.name), settings, str(ckpt), validation, cfg.model.license)
         (tmp / "README.md").write_text(card)
         write_json_atomic(
-            tmp / "state.json",
+            tmp / run.merge_record.name,
             {
                 "base_model": str(base_dir),
                 "checkpoint": str(ckpt),
                 "lora": settings,
                 "base": adapter.base,
-                "license": cfg.model.get("license"),
+                "license": cfg.model.license,
                 "validation": validation,
                 "sha256": {"model.pth": sha256_file(tmp / "model.pth")},
             },
@@ -183,14 +185,15 @@ def run(cfg: DictConfig) -> dict:
         rtol,
         out_dir,
     )
-    RunState(run_dir).record(
+    RunState(run).record(
         "merge",
         fingerprint=sha256_json([str(ckpt), validation]),
         started=started,
         output=str(out_dir),
         checkpoint=str(ckpt),
     )
-    return validation
+    line = f"{run.relative(out_dir)}/ (merged, validated: max output diff {validation['max_rel_diff']})"
+    return StageResult(line, data=validation)
 
 
 def _check_with_fish_speech(folder: Path, batch, ref, rtol: float) -> float:

@@ -26,6 +26,8 @@ from omegaconf import DictConfig
 
 from fishtune import adapters, hub, modelcard, redact, status
 from fishtune.errors import InputError
+from fishtune.layout import RunLayout
+from fishtune.results import StageResult
 from fishtune.runstate import RunState, atomic_dir, clean_leftovers, link_or_copy, sha256_json
 
 log = logging.getLogger("fishtune.publish")
@@ -39,13 +41,13 @@ def _base_commit(cfg: DictConfig) -> str | None:
         if source.is_file()
         else None
     )
-    return found.group(1) if found else cfg.model.get("revision")
+    return found.group(1) if found else cfg.model.revision
 
 
-def _merged_adapter(run_dir: Path, model_dir: Path) -> adapters.Adapter:
+def _merged_adapter(run: RunLayout) -> adapters.Adapter:
     """The adapter the merged model was made from (``model/state.json``), else ``train/lora.pth``."""
-    merged_from = _json(model_dir / "state.json").get("checkpoint")
-    path = Path(merged_from) if merged_from and Path(merged_from).exists() else run_dir / "train" / "lora.pth"
+    merged_from = _json(run.merge_record).get("checkpoint")
+    path = Path(merged_from) if merged_from and Path(merged_from).exists() else run.lora
     if not path.exists():
         raise InputError(f"no trained adapter {path}", hint="run the train stage first (STAGE=train)")
     return adapters.read(path)
@@ -60,50 +62,50 @@ def _json(path: Path) -> dict:
 
 def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
     """Build ``<run>/publish/`` (atomically); returns it and the list of files in it."""
-    run_dir = Path(cfg.run_dir)
-    model_dir = Path(cfg.merge.output)
-    if not (model_dir / "model.pth").is_file():
+    run = RunLayout.of(cfg)
+    model_dir = run.model
+    if not run.merged_model.is_file():
         raise InputError(f"no merged model in {model_dir}", hint="run the merge stage first (STAGE=merge)")
-    adapter = _merged_adapter(run_dir, model_dir)
-    out = run_dir / "publish"
+    adapter = _merged_adapter(run)
+    out = run.publish
     with atomic_dir(out) as tmp:
         for p in sorted(model_dir.iterdir()):
-            if p.is_file() and p.name not in ("README.md", "state.json") and not p.name.startswith("."):
+            if p.is_file() and p.name not in ("README.md", run.merge_record.name) and not p.name.startswith("."):
                 link_or_copy(p, tmp / p.name)
-        if (model_dir / "state.json").is_file():
-            link_or_copy(model_dir / "state.json", tmp / "training" / "merge.json")
-        record = adapters.record(adapter.settings, adapter.base, adapter.step, license=cfg.model.get("license"))
+        if run.merge_record.is_file():
+            link_or_copy(run.merge_record, tmp / "training" / "merge.json")
+        record = adapters.record(adapter.settings, adapter.base, adapter.step, license=cfg.model.license)
         adapters.save(tmp / "lora" / "lora.pth", adapter.weights, record)
         (tmp / "lora" / "adapter.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        samples = Path(cfg.synthesize.output)
+        samples = run.samples
         if samples.is_dir():
             for p in sorted(samples.iterdir()):
-                if p.is_file() and (p.suffix == ".wav" or p.name == "index.jsonl"):
+                if p.is_file() and (p.suffix == ".wav" or p.name == run.samples_index.name):
                     link_or_copy(p, tmp / "samples" / p.name)
-        report = run_dir / "report"
+        report = run.report
         if report.is_dir():
             for p in sorted(report.rglob("*")):
                 if p.is_file() and not p.name.startswith("."):
                     link_or_copy(p, tmp / "report" / p.relative_to(report))
         for src, name in (
-            (run_dir / "train" / "metrics.jsonl", "metrics.jsonl"),
-            (run_dir / "train" / "summary.json", "summary.json"),
-            (run_dir / "summary.json", "summary_run.json"),
+            (run.metrics, "metrics.jsonl"),
+            (run.train_summary, "summary.json"),
+            (run.summary, "summary_run.json"),
         ):
             if src.is_file():
                 link_or_copy(src, tmp / "training" / name)
         listed = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         run_cost = status.current().get("cost", {}).get("run_usd")
         card = modelcard.render_hub_card(
-            run_dir,
+            run,
             repo_id=repo_id,
-            base_repo=cfg.model.get("repo_id"),
+            base_repo=cfg.model.repo_id,
             base_revision=_base_commit(cfg),
             base_name=str(cfg.model.name),
-            language=cfg.recipe.get("language"),
+            language=cfg.recipe.language,
             lora_settings=adapter.settings.to_dict(),
             files=["README.md", *listed],
-            license_id=cfg.model.get("license"),
+            license_id=cfg.model.license,
             cost=status.money(run_cost) + " (GPU_HOURLY_USD x hours)" if isinstance(run_cost, float) else None,
         )
         (tmp / "README.md").write_text(redact.redact(card), encoding="utf-8")
@@ -116,39 +118,39 @@ def assemble(cfg: DictConfig, repo_id: str) -> tuple[Path, list[str]]:
 
 
 def _warn_public(cfg: DictConfig) -> None:
-    lic = cfg.model.get("license")
+    lic = cfg.model.license
     log.warning(
         "publish.private=false: the repo will be public. The base model %s is licensed %s; the fine-tune inherits "
         "it (see the model card): publish it only under those terms",
-        cfg.model.get("repo_id") or cfg.model.name,
+        cfg.model.repo_id or cfg.model.name,
         modelcard.LICENCES.get(str(lic).lower(), (lic or "under its own terms",))[0],
     )
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     started = time.time()
-    p = cfg.get("publish") or {}
-    repo_id = p.get("repo_id")
+    p = cfg.publish
+    repo_id = p.repo_id
     if not repo_id:
         log.info("publish: no publish.repo_id set, nothing uploaded (set publish.repo_id=<user>/<name> to publish)")
-        return {"skipped": True, "reason": "no publish.repo_id"}
-    run_dir = Path(cfg.run_dir)
-    if not bool(p.get("private", True)):
+        return StageResult("no publish.repo_id", skipped=True)
+    run = RunLayout.of(cfg)
+    if not bool(p.private):
         _warn_public(cfg)
-    clean_leftovers(run_dir / "publish")
+    clean_leftovers(run.publish)
     folder, listed = assemble(cfg, str(repo_id))
     size = sum((folder / f).stat().st_size for f in listed)
     log.info("publish: %d files (%.1f MiB) assembled in %s", len(listed), size / 2**20, folder)
-    endpoint = cfg.get("hub", {}).get("endpoint")
+    endpoint = cfg.hub.endpoint
     uploader = hub.Uploader(
         str(repo_id),
         token=hub.resolve_token(),
         endpoint=str(endpoint).rstrip("/") if endpoint else None,
-        private=bool(p.get("private", True)),
-        revision=p.get("revision"),
+        private=bool(p.private),
+        revision=p.revision,
     )
-    message = p.get("commit_message") or f"fishtune: {run_dir.name} ({cfg.model.name} + LoRA, {cfg.recipe.name})"
-    attempts = max(1, int(p.get("attempts", 3)))
+    message = p.commit_message or f"fishtune: {run.root.name} ({cfg.model.name} + LoRA, {cfg.recipe.name})"
+    attempts = int(p.attempts)  # >= 1: fishtune.schema
     for attempt in range(1, attempts + 1):
         try:
             info = uploader.upload_folder(folder, str(message))
@@ -156,12 +158,12 @@ def run(cfg: DictConfig) -> dict:
         except hub.HubError as err:
             if attempt == attempts or not err.transient:
                 raise
-            wait = float(p.get("retry_seconds", 10)) * attempt
+            wait = float(p.retry_seconds) * attempt
             log.warning("publish: upload attempt %d failed (%s); retrying in %.0f s", attempt, err.one_line(), wait)
             time.sleep(wait)
     commit = getattr(info, "oid", None) or ""
     url = uploader.url
     log.info("publish: %s at commit %s (%d files)", url, str(commit)[:12], len(listed))
     result = {"repo_id": str(repo_id), "url": url, "commit": commit, "files": len(listed), "folder": str(folder)}
-    RunState(run_dir).record("publish", fingerprint=sha256_json([str(repo_id), listed]), started=started, **result)
-    return result
+    RunState(run).record("publish", fingerprint=sha256_json([str(repo_id), listed]), started=started, **result)
+    return StageResult(f"{url} ({len(listed)} files)", data=result)

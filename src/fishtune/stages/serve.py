@@ -11,17 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 from omegaconf import DictConfig
 
+from fishtune.layout import RunLayout
+from fishtune.results import StageResult
 from fishtune.runstate import write_json_atomic
 from fishtune.serving import runner
 
 log = logging.getLogger("fishtune.serve")
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     s = cfg.serve
     # Fish Speech's per-token progress bar, once per request otherwise; tqdm reads this when it is first
     # imported, so the model code is imported only after it is set.
@@ -38,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
         write_json_atomic(
-            Path(cfg.run_dir) / "serve.json",
+            RunLayout.of(cfg).serve_info,
             {"url": url, "host": host, "port": port, "pid": os.getpid(), "model": engine.kind, "auth": bool(token)},
         )
         log.info("serve: listening on %s:%d: the page at %s, the API at %sv1/audio/speech", host, port, url, url)
@@ -55,4 +56,5 @@ def run(cfg: DictConfig) -> dict:
         stats["done"],
         stats["busy"],
     )
-    return {"requests": stats["done"], "busy": stats["busy"], "timed_out": stats["timed_out"]}
+    data = {"url": url, "requests": stats["done"], "busy": stats["busy"], "timed_out": stats["timed_out"]}
+    return StageResult(f"{url} ({stats['done']} requests answered, {stats['busy']} refused busy)", data=data)

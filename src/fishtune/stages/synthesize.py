@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 
 from fishtune import audio, devices, generation, text
 from fishtune.errors import InputError, StageFailed
+from fishtune.layout import RunLayout
 from fishtune.modeling import codec as codec_mod
 from fishtune.progress import Progress
+from fishtune.results import StageResult
 from fishtune.runstate import (
     RunState,
     atomic_dir,
@@ -50,7 +52,7 @@ def sentences(cfg: DictConfig) -> list[str]:
         if not out:
             raise InputError(f"{path} has no sentences", hint="one sentence per line")
         return out
-    return [str(x) for x in cfg.recipe.get("samples", [])] or ["Hyvää päivää."]
+    return [str(x) for x in cfg.recipe.samples] or ["Hyvää päivää."]
 
 
 def reference(cfg: DictConfig, codec, device) -> tuple[list[str], list[torch.Tensor]]:
@@ -63,7 +65,7 @@ def reference(cfg: DictConfig, codec, device) -> tuple[list[str], list[torch.Ten
     return [ref_text], [codes]
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig) -> StageResult:
     if not sys.stdout.isatty():
         os.environ.setdefault("TQDM_DISABLE", "1")  # Fish Speech's per-token bar; our progress lines suffice
     started = time.time()
@@ -71,7 +73,8 @@ def run(cfg: DictConfig) -> dict:
     device = devices.pick(str(s.device))
     dtype = generation.inference_dtype(device)
     lines = sentences(cfg)
-    out_dir = Path(s.output)
+    run = RunLayout.of(cfg)
+    out_dir = run.samples
     check_replaceable(out_dir, "synthesize.output folder")  # before the model is loaded
     model, folder = generation.load_model(cfg, str(s.model))
     model = model.to(device=device, dtype=dtype).eval()
@@ -80,18 +83,19 @@ def run(cfg: DictConfig) -> dict:
     clean_leftovers(out_dir)  # temp folders of a killed run
     with atomic_dir(out_dir, what="synthesize.output folder") as tmp:  # a crash keeps the old samples as they were
         rows = synthesize_lines(cfg, lines, model, codec, device, (ref_texts, ref_codes), tmp)
-        write_jsonl_atomic(tmp / "index.jsonl", rows)
+        write_jsonl_atomic(tmp / run.samples_index.name, rows)
     sr = int(codec.sample_rate)
     total = sum(r["seconds"] for r in rows)
     log.info("synthesize: %d wavs, %.1f s of audio at %d Hz in %s (model: %s)", len(rows), total, sr, out_dir, s.model)
-    RunState(cfg.run_dir).record(
+    RunState(run).record(
         "synthesize",
         fingerprint=sha256_json([lines, str(s.model)]),
         started=started,
         wavs=len(rows),
         audio_seconds=round(total, 2),
     )
-    return {"wavs": len(rows), "audio_seconds": total, "output": str(out_dir)}
+    line = f"{run.relative(out_dir)}/ ({len(rows)} wavs, {total:.1f} s of audio)"
+    return StageResult(line, data={"wavs": len(rows), "audio_seconds": total, "output": str(out_dir)})
 
 
 def synthesize_lines(cfg: DictConfig, lines: list[str], model, codec, device, ref, out: Path) -> list[dict]:
