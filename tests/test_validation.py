@@ -74,3 +74,32 @@ def test_unreadable_transcript_and_speaker_folder_are_listed_not_crashing(tmp_pa
     rejected = {r["id"]: r["reason"] for r in map(json.loads, rows)}
     assert any("lause_001" in k and "lab" in v.lower() for k, v in rejected.items()), rejected
     assert any("toinen" in k for k in rejected), rejected
+
+
+def test_heldout_loss_weighs_every_sample_once(tiny_model):
+    """One held-out loss for evaluation and training: a short last batch counts by its samples, not as a whole
+    batch (same-length samples, so each one's loss is its share of a batch's token mean)."""
+    import torch
+
+    from fishtune.evaluation.loss import heldout_loss
+    from fishtune.modeling.llm import load_llm
+    from fishtune.training.samples import Collate
+
+    model = load_llm(tiny_model).eval()
+    tok, nc, size = model.tokenizer, model.config.num_codebooks, model.config.codebook_size
+    rng = np.random.default_rng(0)
+    utts = [Utterance("Hei maailma.", rng.integers(0, size, (nc, 12))) for _ in range(3)]
+    ds = ValSet([utts], tok, nc, 1024)
+    collate = Collate(tok.get_token_id("<|end_of_text|>"))
+    cpu, f32 = torch.device("cpu"), torch.float32
+    alone = [heldout_loss(model, [collate([ds[i]])], cpu, f32)["val_loss"] for i in range(3)]
+    batches = [collate([ds[0], ds[1]]), collate([ds[2]])]
+    got = heldout_loss(model, batches, cpu, f32)
+    assert got["samples"] == 3 and got["batches"] == 2
+    assert abs(got["val_loss"] - sum(alone) / 3) < 1e-5 * abs(got["val_loss"])
+    batch_means = (heldout_loss(model, batches[:1], cpu, f32)["val_loss"] + alone[2]) / 2
+    assert abs(batch_means - got["val_loss"]) > 1e-4  # the average of batch means would differ
+    first = heldout_loss(model, batches, cpu, f32, max_batches=1)
+    assert first["samples"] == 2 and abs(first["val_loss"] - sum(alone[:2]) / 2) < 1e-5 * first["val_loss"]
+    assert abs(got["val_base_loss"] + got["val_semantic_loss"] - got["val_loss"]) < 1e-5 * got["val_loss"]
+    assert heldout_loss(model, [], cpu, f32) is None

@@ -268,3 +268,35 @@ def test_publish_uploads_model_lora_samples_and_card(tmp_path, synced, finnish_d
     # without publish.repo_id the stage does nothing (STAGE=all stays offline)
     assert run_inprocess(run, finnish_data, tiny_model, "publish") == 0
     assert "no publish.repo_id set" in (run / "logs" / "publish.log").read_text()
+
+
+def test_summary_is_built_from_stage_results_and_the_layout(tmp_path, monkeypatch):
+    """Skipped or done and the outputs line come from each stage's StageResult (train's legacy dict still
+    reads); the next steps name the run's files where the layout puts them (here merge.output elsewhere)."""
+    from fishtune import status
+    from fishtune.layout import RunLayout
+    from fishtune.results import StageResult
+
+    root = tmp_path / "runs" / "r"
+    run = RunLayout(root, model=tmp_path / "elsewhere", samples=root / "s", report=root / "report", raw=root / "raw")
+    monkeypatch.setenv("FISHTUNE_STATUS_INTERVAL", "3600")
+    status.begin(run, ["fetch", "train", "merge"])
+    status.stage_started(run, "fetch")
+    status.stage_finished("fetch", StageResult("nothing to fetch (weights present)", skipped=True))
+    status.stage_started(run, "train")
+    status.stage_finished("train", {"steps": 3, "baseline": {"base_val_loss": 2.0}, "best_val_loss": 1.5})
+    run.merged_model.parent.mkdir(parents=True)
+    run.merged_model.write_bytes(b"weights")
+    status.stage_started(run, "merge")
+    status.stage_finished("merge", StageResult("merged", data={"max_rel_diff": 0.001}))
+    status.end(True)
+    doc = status.summary(run, ok=True)
+    assert [(r["state"], r["outputs"]) for r in doc["stages"]] == [
+        ("skipped", "nothing to fetch (weights present)"),
+        ("done", "train/lora.pth (3 steps, val loss 2.000 -> 1.500)"),
+        ("done", "merged"),
+    ]
+    assert f"the fine-tuned model: {run.model} (Fish Speech layout; model card in README.md)" in doc["next"]
+    assert not any("samples" in s for s in doc["next"])  # none made
+    assert json.loads(run.summary.read_text())["stages"][0]["state"] == "skipped"
+    assert status.read(run)["stages"]["merge"]["state"] == "done"

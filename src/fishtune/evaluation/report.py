@@ -1,5 +1,5 @@
-"""The evaluation report: ``index.html`` (one self-contained file: inline CSS, SVG plots, audio as data URIs, no
-script, nothing fetched) built from the same dict that is written as ``report.json``."""
+"""The evaluation report: the dict written as ``report.json`` (:func:`build`), and ``index.html`` (one
+self-contained file: inline CSS, SVG plots, audio as data URIs, no script, nothing fetched) rendered from it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ import html
 import io
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from fishtune.evaluation import pick
+from fishtune.evaluation.plan import Item, System
+from fishtune.evaluation.scoring import aggregate
+from fishtune.layout import RunLayout
+from fishtune.runstate import write_json_atomic, write_text_atomic
 
 CURVES = (("loss", "total loss"), ("base_loss", "token head (text/semantic ids)"), ("semantic_loss", "codebooks"))
 
@@ -126,11 +134,8 @@ dt{font-weight:600}dd{margin:0}
 """
 
 
-def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | None) -> str:
-    """The page. ``audio_src(relative wav path)`` gives each player's ``src`` (a data URI or the relative path)."""
+def _head(report: dict) -> list[str]:
     e = html.escape
-    systems = report["systems"]
-    picked = (report.get("best_checkpoint") or {}).get("name")
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -144,14 +149,19 @@ def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | N
     ]
     if report["notes"]:
         parts.append('<ul class="notes" id="notes">' + "".join(f"<li>{e(n)}</li>" for n in report["notes"]) + "</ul>")
+    return parts
 
-    parts += [
+
+def _metrics_table(report: dict) -> list[str]:
+    e = html.escape
+    picked = (report.get("best_checkpoint") or {}).get("name")
+    parts = [
         '<h2>Metrics</h2><table id="metrics"><thead><tr><th>system</th><th>checkpoint</th>',
         "<th>CER ↓</th><th>speaker similarity ↑</th><th>duration ratio</th><th>silence ratio</th>",
         "<th>val loss ↓</th><th>val token loss</th><th>val codebook loss</th><th>samples</th><th>flagged</th>",
         "</tr></thead><tbody>",
     ]
-    for s in systems:
+    for s in report["systems"]:
         m = s["metrics"]
         cls = "reference" if s["kind"] == "reference" else ("picked" if s["name"] == picked else "")
         star = " ★" if s["name"] == picked else ""
@@ -172,14 +182,31 @@ def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | N
             f'<p id="pick">★ Best checkpoint: <code>{e(where)}</code>: {e(best["reason"])}. '
             f"Rule: {e(best['rule'])}. <code>merge checkpoint=best</code> uses it.</p>"
         )
+    return parts
 
-    parts.append('<h2>Loss curves</h2><div class="plot" id="curves">')
-    parts.append(plot_svg or "<p>No training metrics (<code>train/metrics.jsonl</code>) in this run.</p>")
-    parts.append("</div>")
 
-    names = [s["name"] for s in systems]
-    labels = {s["name"]: s["label"] for s in systems}
-    parts += ['<h2>Samples</h2><table id="samples"><thead><tr><th>#</th><th>text</th>']
+def _sample_cell(r: dict | None, name: str, audio_src: Callable[[str], str]) -> str:
+    e = html.escape
+    if not r:
+        return "<td></td>"
+    flags = "".join(f' <span class="flag">{e(f)}</span>' for f in r.get("flags", []))
+    metrics = (
+        f"CER {_fmt(r.get('cer'), 2)} · sim {_fmt(r.get('similarity'), 2)} · "
+        f"dur {_fmt(r.get('duration_ratio'), 2)} · sil {_fmt(r.get('silence_ratio'), 2)} · "
+        f"{r['seconds']:.1f} s"
+    )
+    asr = f'<div class="asr">“{e(r["transcript"])}”</div>' if r.get("transcript") is not None else ""
+    return (
+        f'<td><audio controls preload="metadata" src="{audio_src(r["file"])}" '
+        f'data-system="{e(name)}"></audio><div class="m">{metrics}{flags}</div>{asr}</td>'
+    )
+
+
+def _samples_table(report: dict, audio_src: Callable[[str], str]) -> list[str]:
+    e = html.escape
+    names = [s["name"] for s in report["systems"]]
+    labels = {s["name"]: s["label"] for s in report["systems"]}
+    parts = ['<h2>Samples</h2><table id="samples"><thead><tr><th>#</th><th>text</th>']
     parts += [f"<th>{e(labels[n])}</th>" for n in names]
     parts.append("</tr></thead><tbody>")
     for item in report["samples"]:
@@ -187,26 +214,14 @@ def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | N
             f'<tr class="sample" data-id="{e(item["id"])}"><td>{e(item["id"])}</td><td class="txt">{e(item["text"])}'
             f'<div class="norm">{e(item["normalized"])}</div></td>'
         )
-        for n in names:
-            r = item["results"].get(n)
-            if not r:
-                parts.append("<td></td>")
-                continue
-            flags = "".join(f' <span class="flag">{e(f)}</span>' for f in r.get("flags", []))
-            metrics = (
-                f"CER {_fmt(r.get('cer'), 2)} · sim {_fmt(r.get('similarity'), 2)} · "
-                f"dur {_fmt(r.get('duration_ratio'), 2)} · sil {_fmt(r.get('silence_ratio'), 2)} · "
-                f"{r['seconds']:.1f} s"
-            )
-            asr = f'<div class="asr">“{e(r["transcript"])}”</div>' if r.get("transcript") is not None else ""
-            parts.append(
-                f'<td><audio controls preload="metadata" src="{audio_src(r["file"])}" '
-                f'data-system="{e(n)}"></audio><div class="m">{metrics}{flags}</div>{asr}</td>'
-            )
+        parts += [_sample_cell(item["results"].get(n), n, audio_src) for n in names]
         parts.append("</tr>")
     parts.append("</tbody></table>")
+    return parts
 
-    parts += [
+
+def _glossary(report: dict) -> list[str]:
+    return [
         "<h2>How to read this</h2><dl>",
         "<dt>CER</dt><dd>character error rate of the ASR transcript against the text, after the recipe's "
         "normaliser, lower case, punctuation removed (0 is perfect; above 1 means extra babble). The reference "
@@ -218,7 +233,126 @@ def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | N
         "<dt>silence ratio</dt><dd>share of 20 ms frames below the silence level; 1 is a mute output.</dd>",
         "<dt>val loss</dt><dd>Fish Speech's loss on the held-out clips (token head + codebooks).</dd>",
         "</dl>",
-        f'<p class="meta">settings: <code>{e(json.dumps(report["settings"], ensure_ascii=False))}</code></p>',
+        f'<p class="meta">settings: <code>{html.escape(json.dumps(report["settings"], ensure_ascii=False))}</code></p>',
         "</body></html>",
     ]
+
+
+def render_html(report: dict, audio_src: Callable[[str], str], plot_svg: str | None) -> str:
+    """The page. ``audio_src(relative wav path)`` gives each player's ``src`` (a data URI or the relative path)."""
+    parts = _head(report) + _metrics_table(report)
+    parts.append('<h2>Loss curves</h2><div class="plot" id="curves">')
+    parts.append(plot_svg or "<p>No training metrics (<code>train/metrics.jsonl</code>) in this run.</p>")
+    parts.append("</div>")
+    parts += _samples_table(report, audio_src) + _glossary(report)
     return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- report.json
+
+
+def _system_rows(systems: list[System], results: dict, losses: dict) -> list[dict]:
+    rows = []
+    if "reference" in results:
+        rows.append(
+            {
+                "name": "reference",
+                "label": "reference (real held-out clips)",
+                "kind": "reference",
+                "checkpoint": None,
+                "checkpoint_label": "",
+                "step": None,
+                "metrics": aggregate(results["reference"], None),
+            }
+        )
+    for s in systems:
+        rows.append(
+            {
+                "name": s.name,
+                "label": s.label if s.kind != "adapter" else f"fine-tuned: {s.label}",
+                "kind": s.kind,
+                "checkpoint": str(s.path) if s.path else None,
+                "checkpoint_label": s.path.name if s.path else "",
+                "step": s.step,
+                "metrics": aggregate(results[s.name], losses.get(s.name)),
+            }
+        )
+    return rows
+
+
+def _best(rows: list[dict], min_similarity: float) -> dict | None:
+    """The pick among the adapters (:mod:`fishtune.evaluation.pick`), or None when only the base was evaluated."""
+    adapters = [r for r in rows if r["kind"] == "adapter"]
+    if not adapters:
+        return None
+    cands = [{"name": r["name"], **r["metrics"], "checkpoint": r["checkpoint"]} for r in adapters]
+    chosen, reason = pick.choose(cands, min_similarity)
+    return pick.record(chosen, reason, cands, min_similarity)
+
+
+def _sample_rows(items: list[Item], results: dict) -> list[dict]:
+    return [
+        {
+            "id": i.id,
+            "kind": i.kind,
+            "text": i.text,
+            "normalized": i.normalized,
+            "expected_seconds": round(i.expected_seconds, 3) if i.expected_seconds else None,
+            "clip": i.clip_id,
+            "results": {name: per[i.id] for name, per in results.items() if i.id in per},
+        }
+        for i in items
+    ]
+
+
+def build(cfg: DictConfig, items: list[Item], systems: list[System], losses: dict, scored: dict, notes, cps) -> dict:
+    """``report.json``: settings, per-system metrics, the best checkpoint and every sample's figures."""
+    from fishtune import __version__
+
+    rows = _system_rows(systems, scored["results"], losses)
+    s = cfg.synthesize
+    return {
+        "run": str(cfg.run_name),
+        "run_dir": str(cfg.run_dir),
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "fishtune_version": __version__,
+        "model": {"name": str(cfg.model.name), "path": str(cfg.model.path)},
+        "counts": {
+            "sentences": sum(i.kind == "sentence" for i in items),
+            "heldout": sum(i.kind == "heldout" for i in items),
+        },
+        "settings": {
+            "evaluate": OmegaConf.to_container(cfg.evaluate),
+            "generation": {k: s[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")},
+            "normalizer": str(cfg.recipe.normalize),
+            "chars_per_second": round(cps, 3),
+        },
+        "asr": scored["asr"],
+        "speaker": {"encoder": scored["encoder"], "references": scored["reference_clips"]},
+        "notes": notes,
+        "systems": rows,
+        "best_checkpoint": _best(rows, float(cfg.evaluate.pick.min_similarity)),
+        "samples": _sample_rows(items, scored["results"]),
+    }
+
+
+def _marks(systems: list[System]) -> dict[str, int]:
+    """Where the evaluated checkpoints sit on the loss curves (one label per step)."""
+    marks: dict[str, int] = {}
+    for s in systems:
+        if s.step is not None:
+            label = next((k for k, v in marks.items() if v == s.step), None)
+            marks.pop(label, None)
+            marks[f"{label}, {s.name}" if label else s.name] = s.step
+    return marks
+
+
+def write(folder: Path, run: RunLayout, report: dict, systems: list[System], embed: bool) -> None:
+    """``report.json``, ``best_checkpoint.json`` (when there is a pick) and ``index.html`` into ``folder`` (the new
+    ``run.report`` being assembled), with the loss curves of ``run.metrics``; ``embed``: audio inside the page."""
+    if report["best_checkpoint"]:
+        write_json_atomic(folder / run.best_checkpoint.name, report["best_checkpoint"])
+    write_json_atomic(folder / run.report_json.name, report)
+    svg = curves_svg(loss_curves(run.metrics), _marks(systems))
+    src = (lambda rel: mp3_data_uri(folder / rel)) if embed else (lambda rel: rel)
+    write_text_atomic(folder / run.report_html.name, render_html(report, src, svg))

@@ -118,7 +118,7 @@ class Server:
         return JSONResponse({"input": raw, "normalized": self.engine.normalize(raw)})
 
     async def report(self, request: Request) -> Response:
-        rel = request.path_params.get("path") or "index.html"
+        rel = request.path_params.get("path") or self.report_html.name
         root = self.report_dir.resolve()
         path = (root / rel).resolve()
         if not path.is_relative_to(root) or not path.is_file():

@@ -51,7 +51,7 @@ def _marker(dest: Path) -> dict:
 def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: str | None) -> dict:
     mode = str(cfg.fetch.model)
     dest = Path(cfg.model.path)
-    repo, revision = cfg.model.get("repo_id"), cfg.model.get("revision")
+    repo, revision = cfg.model.repo_id, cfg.model.revision
     missing = files.missing_files(dest) if dest.is_dir() else list(files.REQUIRED)
     pins = files.pinned_files(cfg.model)
     if mode == "never" or (mode == "auto" and not missing):

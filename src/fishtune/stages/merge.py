@@ -44,12 +44,12 @@ COPIED = ("config.json", "tokenizer.tiktoken", "special_tokens.json", "codec.pth
 
 def probe_batch(cfg: DictConfig, model) -> dict:
     """A held-out batch to compare outputs on (falls back to a synthetic one when nothing is packed)."""
-    from fishtune.training.samples import Collate, ValSet, load_groups
+    from fishtune.evaluation.loss import heldout_set
+    from fishtune.training.samples import Collate
 
     tok, nc = model.tokenizer, model.config.num_codebooks
-    val = RunLayout.of(cfg).shards("val")
     collate = Collate(tok.get_token_id("<|end_of_text|>"))
-    ds = ValSet(load_groups(val, nc), tok, nc, min(1024, model.config.max_seq_len)) if any(val.glob("*.protos")) else []
+    ds = heldout_set(RunLayout.of(cfg).shards("val"), model, 1024) or []
     if len(ds):
         return collate([ds[i] for i in range(min(2, len(ds)))])
     g = torch.Generator().manual_seed(0)
