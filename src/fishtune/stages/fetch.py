@@ -147,7 +147,7 @@ def run(cfg: DictConfig) -> StageResult:
         done.append(f"base weights {model['repo_id']}@{model['commit'][:12]} -> {cfg.model.path}")
     if not data.get("skipped"):
         done.append(f"dataset {data['dataset']} ({data['files']} files) -> {data['dest']}")
-    RunState(cfg.run_dir).record(
+    RunState(RunLayout.of(cfg)).record(
         "fetch", fingerprint=sha256_json([str(cfg.model.path), src]), started=started, model=model, dataset=data
     )
     data_out = {"model": model, "dataset": data, "done": done}
