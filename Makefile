@@ -14,6 +14,7 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.fishtune-synced
 SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler chromium libvoikko1 voikko-fi
 DEMO        := runs/demo
+DEMO_INPUTS := build/demo
 PYTEST_ARGS ?=
 IMAGE       ?= localhost/fishtune:dev
 # auto: `make test` also builds the image and smoke-tests it inside when buildah is installed (and no
@@ -52,13 +53,8 @@ $(STAMP): uv.lock pyproject.toml | uv
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-demo: install ## tiny model + espeak-ng Finnish clips, then STAGE=all on them (CPU, about a minute)
-	@if [ ! -f $(DEMO)/model/model.pth ] || [ ! -d $(DEMO)/data ]; then
-	  $(PY) -m fishtune.demo $(DEMO)/data $(DEMO)/model
-	fi
-	FISHTUNE_DATA=$(DEMO)/data FISHTUNE_RUNS=$(DEMO)/runs FISHTUNE_CACHE=$(DEMO)/cache \
-	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny preset=tiny
-	@echo "demo run finished: see $(DEMO)/runs/demo (clips/, tokens/, packed/, logs/)"
+demo: install ## tiny model + espeak-ng Finnish clips (in build/demo), then STAGE=all on them into runs/demo (CPU, about a minute)
+	$(PY) -m fishtune.demo --run --out $(DEMO) --inputs $(DEMO_INPUTS)
 
 test: install ## the test suite (CPU); where buildah is installed, first the image: build + in-image smoke test
 	@if [ "$(IMAGE_TEST)" = 1 ] || { [ "$(IMAGE_TEST)" = auto ] && [ -z "$(PYTEST_ARGS)" ] && command -v buildah >/dev/null; }; then
