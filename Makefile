@@ -1,6 +1,7 @@
 # fishtune — one entry point for people and CI.
 #   make setup   install everything (system packages, locked Python env) and run the demo pipeline
 #   make test    run the test suite (installs first if needed)
+#   make test-fast   the quick tier of the suite for the edit loop (tests not marked slow or e2e)
 #   make image   build the container image (docker buildx, or buildah where there is no Docker daemon)
 SHELL := /bin/bash
 .ONESHELL:
@@ -25,7 +26,7 @@ IMAGE_TEST  ?= auto
 REHEARSE    ?= auto
 REHEARSAL   := build/rehearsal
 
-.PHONY: rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
+.PHONY: test-fast rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -68,6 +69,9 @@ test: install ## the test suite (CPU); where buildah is installed, first the ima
 	if [ "$(REHEARSE)" = 1 ] || { [ "$(REHEARSE)" = auto ] && [ -z "$(PYTEST_ARGS)" ]; }; then
 	  $(MAKE) --no-print-directory rehearse
 	fi
+
+test-fast: install ## the quick tier for the edit loop: every test not marked slow or e2e (under 2 min on 2 cores)
+	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
 rehearse: install ## every stage on a random full-size s1-mini (bf16, real files and sizes) on the CPU: $(REHEARSAL)/rehearsal.json
 	$(PY) -m fishtune.rehearsal --dir $(REHEARSAL)

@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -20,6 +22,7 @@ def _demo(tmp_path, *args):
     )
 
 
+@pytest.mark.slow  # runs prepare in a subprocess
 def test_demo_outputs_land_in_the_run_directory_itself(tmp_path, finnish_data, tiny_model):
     inputs = tmp_path / "build" / "demo"
     shutil.copytree(finnish_data, inputs / "data")
