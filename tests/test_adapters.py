@@ -138,6 +138,7 @@ def test_an_adapter_is_refused_on_another_base(tmp_path, trained, finnish_data, 
     assert "applying it anyway" in p.stdout + p.stderr
 
 
+@pytest.mark.slow  # the module's trained run
 def test_an_upstream_adapter_without_settings_takes_rank_from_shapes(tmp_path, trained):
     weights = adapters.read(trained / "train" / "lora.pth").weights
     path = tmp_path / "upstream.ckpt"
