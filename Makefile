@@ -1,6 +1,7 @@
 # fishtune — one entry point for people and CI.
 #   make setup   install everything (system packages, locked Python env) and run the demo pipeline
 #   make test    run the test suite (installs first if needed)
+#   make test-fast   the quick tier of the suite for the edit loop (tests not marked slow or e2e)
 #   make image   build the container image (docker buildx, or buildah where there is no Docker daemon)
 SHELL := /bin/bash
 .ONESHELL:
@@ -14,6 +15,7 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.fishtune-synced
 SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler chromium libvoikko1 voikko-fi
 DEMO        := runs/demo
+DEMO_INPUTS := build/demo
 PYTEST_ARGS ?=
 IMAGE       ?= localhost/fishtune:dev
 # auto: `make test` also builds the image and smoke-tests it inside when buildah is installed (and no
@@ -24,7 +26,7 @@ IMAGE_TEST  ?= auto
 REHEARSE    ?= auto
 REHEARSAL   := build/rehearsal
 
-.PHONY: rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
+.PHONY: test-fast rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,13 +54,8 @@ $(STAMP): uv.lock pyproject.toml | uv
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $@
 
-demo: install ## tiny model + espeak-ng Finnish clips, then STAGE=all on them (CPU, about a minute)
-	@if [ ! -f $(DEMO)/model/model.pth ] || [ ! -d $(DEMO)/data ]; then
-	  $(PY) -m fishtune.demo $(DEMO)/data $(DEMO)/model
-	fi
-	FISHTUNE_DATA=$(DEMO)/data FISHTUNE_RUNS=$(DEMO)/runs FISHTUNE_CACHE=$(DEMO)/cache \
-	FISHTUNE_MODEL=$(DEMO)/model RUN_NAME=demo STAGE=all $(PY) entrypoint.py model=tiny preset=tiny
-	@echo "demo run finished: see $(DEMO)/runs/demo (clips/, tokens/, packed/, logs/)"
+demo: install ## tiny model + espeak-ng Finnish clips (in build/demo), then STAGE=all on them into runs/demo (CPU, about a minute)
+	$(PY) -m fishtune.demo --run --out $(DEMO) --inputs $(DEMO_INPUTS)
 
 test: install ## the test suite (CPU); where buildah is installed, first the image: build + in-image smoke test
 	@if [ "$(IMAGE_TEST)" = 1 ] || { [ "$(IMAGE_TEST)" = auto ] && [ -z "$(PYTEST_ARGS)" ] && command -v buildah >/dev/null; }; then
@@ -72,6 +69,9 @@ test: install ## the test suite (CPU); where buildah is installed, first the ima
 	if [ "$(REHEARSE)" = 1 ] || { [ "$(REHEARSE)" = auto ] && [ -z "$(PYTEST_ARGS)" ]; }; then
 	  $(MAKE) --no-print-directory rehearse
 	fi
+
+test-fast: install ## the quick tier for the edit loop: every test not marked slow or e2e (under 2 min on 2 cores)
+	$(PY) -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
 rehearse: install ## every stage on a random full-size s1-mini (bf16, real files and sizes) on the CPU: $(REHEARSAL)/rehearsal.json
 	$(PY) -m fishtune.rehearsal --dir $(REHEARSAL)

@@ -94,6 +94,7 @@ def trained(tmp_path_factory, packed_run, finnish_data, tiny_model):
     return run
 
 
+@pytest.mark.slow
 def test_every_adapter_file_says_how_it_was_built_and_on_which_base(trained, tiny_model):
     want_sha = files.file_hash(tiny_model / "model.pth")
     paths = [trained / "train" / "lora.pth", trained / "train" / "best.ckpt"]
@@ -108,6 +109,7 @@ def test_every_adapter_file_says_how_it_was_built_and_on_which_base(trained, tin
     assert raw["fishtune"]["step"] == 6 and "layers.0.attention.wqkv.lora_A" in raw["state_dict"]
 
 
+@pytest.mark.slow
 def test_merge_uses_the_adapters_settings_not_the_config(tmp_path, trained, finnish_data, tiny_model):
     a = copy_run(trained, tmp_path / "runs" / "a", skip=("model",))
     b = copy_run(trained, tmp_path / "runs" / "b", skip=("model",))
@@ -122,6 +124,7 @@ def test_merge_uses_the_adapters_settings_not_the_config(tmp_path, trained, finn
     assert any(not torch.equal(wa[k], base[k]) for k in base)  # the adapter was really merged
 
 
+@pytest.mark.slow
 def test_an_adapter_is_refused_on_another_base(tmp_path, trained, finnish_data, tiny_model):
     other = write_tiny_model(tmp_path / "other", seed=7)
     run = copy_run(trained, tmp_path / "runs" / "o", skip=("model",))
@@ -135,6 +138,7 @@ def test_an_adapter_is_refused_on_another_base(tmp_path, trained, finnish_data, 
     assert "applying it anyway" in p.stdout + p.stderr
 
 
+@pytest.mark.slow  # the module's trained run
 def test_an_upstream_adapter_without_settings_takes_rank_from_shapes(tmp_path, trained):
     weights = adapters.read(trained / "train" / "lora.pth").weights
     path = tmp_path / "upstream.ckpt"
@@ -171,6 +175,7 @@ def _full_size_weights(tmp_path, edit=None):
     return folder
 
 
+@pytest.mark.slow
 def test_full_size_weights_with_unknown_extras_load_with_one_warning(tmp_path, caplog):
     folder = _full_size_weights(tmp_path)
     assert (folder / "model.pth").stat().st_size > 1_730_000_000
@@ -200,6 +205,7 @@ def test_pins_name_the_file_and_the_fix(tmp_path, tiny_model):
     assert "the released file is 1,735,122,974 bytes" in files.pin_problems(folder, wrong_size)[0]
 
 
+@pytest.mark.slow
 def test_doctor_and_fetch_check_the_released_files(tmp_path, packed_run, finnish_data, tiny_model):
     folder = tmp_path / "m"
     shutil.copytree(tiny_model, folder)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import TINY
 from fishtune import stages
 
@@ -41,6 +43,7 @@ def test_bad_override_is_a_usage_error(runner):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.slow
 def test_env_stage_and_argv_stage_do_the_same(runner):
     by_arg = runner("doctor", *TINY)
     by_env = runner(*TINY, env={"STAGE": "doctor"})
@@ -50,10 +53,12 @@ def test_env_stage_and_argv_stage_do_the_same(runner):
     assert (runner.run_dir / "logs" / "doctor.log").read_text().count("stage doctor: starting") == 2
 
 
+@pytest.mark.slow
 def test_preflight_is_an_alias_of_doctor(runner):
     assert "stage doctor: starting" in runner("preflight", *TINY).stdout
 
 
+@pytest.mark.slow
 def test_doctor_fails_on_missing_weights(runner, tmp_path):
     proc = runner("doctor", *TINY, env={"FISHTUNE_MODEL": str(tmp_path / "nothing")}, check=False)
     assert proc.returncode == 1
@@ -61,12 +66,14 @@ def test_doctor_fails_on_missing_weights(runner, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_doctor_fails_on_missing_dataset(runner, tmp_path):
     proc = runner("doctor", *TINY, env={"FISHTUNE_DATA": str(tmp_path / "nodata")}, check=False)
     assert proc.returncode == 1
     assert "dataset folder" in proc.stderr and "does not exist" in proc.stderr
 
 
+@pytest.mark.slow
 def test_doctor_reports_hashes_and_counts(runner):
     import json
 

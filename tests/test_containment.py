@@ -127,6 +127,7 @@ def test_odd_entries_are_listed_not_dropped(tmp_path, finnish_data):
     assert len(problems) == 6 and len([i for i in items if not i.problem]) == 2
 
 
+@pytest.mark.slow
 def test_prepare_lists_odd_entries_in_rejected_jsonl(runner, tmp_path, finnish_data):
     root = _fish(tmp_path, finnish_data)
     os.mkfifo(root / "anna" / "pipe.wav")  # prepare would hang reading a FIFO it did not list

@@ -59,6 +59,7 @@ def speaker_encoder():
     return metrics.SpeakerEncoder("cpu")
 
 
+@pytest.mark.slow
 def test_speaker_similarity_on_espeak_speech(finnish_data, speaker_encoder):
     """espeak-ng's Finnish voice is one 'speaker': its clips match each other; noise and silence do not."""
     clips = [finnish_data / "puhuja" / f"lause_00{i}.wav" for i in (0, 1, 2, 3)]
@@ -158,7 +159,6 @@ def test_evaluate_stage_on_the_tiny_model(evaluated):
             data, sr = audio.read_wav(wav)
             assert sr == SR and abs(len(data) / sr - r["seconds"]) < 1e-3
             assert r["cer"] is None and r["transcript"] is None
-            assert 0.0 <= r["silence_ratio"] <= 1.0
             assert r["silence_ratio"] == pytest.approx(metrics.silence_ratio(data, sr), abs=1e-4)
             assert r["duration_ratio"] == pytest.approx(r["seconds"] / item["expected_seconds"], rel=1e-3)
             assert 0.0 <= r["similarity"] <= 1.0  # random "speech" is still measured, not skipped
@@ -199,8 +199,7 @@ def test_evaluate_is_idempotent_and_merge_takes_the_pick(evaluated, finnish_data
     run_dir, _ = evaluated
     before = (run_dir / "report" / "index.html").stat().st_mtime_ns
     assert run_inprocess(run_dir, finnish_data, tiny_model, "evaluate") == 0
-    assert "evaluate: up to date" in (run_dir / "logs" / "evaluate.log").read_text()
-    assert (run_dir / "report" / "index.html").stat().st_mtime_ns == before
+    assert (run_dir / "report" / "index.html").stat().st_mtime_ns == before  # up to date: nothing rewritten
 
     # score steps 10 and 20 into a second report; with no CER and every similarity allowed, the rule takes the
     # lower validation loss (step 20), which is not train/best.ckpt: merge checkpoint=best must follow the pick
@@ -252,7 +251,6 @@ def test_evaluate_with_whisper_computes_cer(trained_run, finnish_data, tiny_mode
         for r in item["results"].values():  # the reference recordings too: the ASR floor
             assert isinstance(r["transcript"], str)
             assert r["cer"] == pytest.approx(metrics.cer(item["text"], r["transcript"], "fi"), abs=1e-4)
-            assert r["cer"] >= 0.0
     for s in rep["systems"]:
         cers = [i["results"][s["name"]]["cer"] for i in rep["samples"] if s["name"] in i["results"]]
         assert s["metrics"]["cer"] == pytest.approx(np.mean(cers), abs=1e-4)

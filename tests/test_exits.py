@@ -32,6 +32,7 @@ def _start(cmd: list[str], run: Path, wait_for: str, timeout: float = 300) -> su
     raise AssertionError(f"{wait_for!r} never came:\n{''.join(seen)[-3000:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "sig", "wait_for"),
     [
@@ -53,6 +54,7 @@ def test_signals_end_a_stage_with_130_interrupted(tmp_path, packed_run, finnish_
     assert doc["state"] == "interrupted" and doc["stages"][stage]["state"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_status_json_after_kill_9_says_killed(tmp_path, packed_run, finnish_data, tiny_model):
     run = copy_run(packed_run, tmp_path / "runs" / "k9")
     proc = _start(
@@ -138,6 +140,7 @@ def _break(model: Path, how: str) -> str:
     return "config.json does not match its sha256"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "how", ["truncated codec", "corrupt model.pth", "shape mismatch", "bad codec config", "SHA256SUMS mismatch"]
 )
@@ -153,6 +156,7 @@ def test_doctor_loads_the_weights_and_checks_the_sums(tmp_path, finnish_data, ti
     assert "all checks passed" not in p.stdout
 
 
+@pytest.mark.slow
 def test_doctor_passes_a_good_model_with_its_sums(tmp_path, finnish_data, tiny_model):
     import hashlib
     import shutil
@@ -166,4 +170,10 @@ def test_doctor_passes_a_good_model_with_its_sums(tmp_path, finnish_data, tiny_m
     run = tmp_path / "runs" / "d"
     p = subprocess.run(stage_cmd(run, finnish_data, model, "doctor"), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "3 files match" in p.stdout and "model.pth loads and matches its config" in p.stdout
+    checks = {c["check"]: c for c in json.loads((run / "doctor.json").read_text())["checks"]}
+    assert checks["SHA256SUMS"]["status"] == "ok" and checks["SHA256SUMS"]["detail"].startswith("3 files match")
+    assert checks["model weights"] == {
+        "check": "model weights",
+        "status": "ok",
+        "detail": "model.pth loads and matches its config",
+    }

@@ -10,6 +10,7 @@ temporary name or a model folder half assembled, which is when a kill does the m
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shutil
 import signal
@@ -136,7 +137,8 @@ def test_truncated_token_and_packed_files_are_detected(tmp_path, packed_run, fin
     assert f"token file {npy} is truncated or corrupt" in err and "rerun the extract stage" in err
     # extract notices it too and re-encodes only that clip
     assert run_inprocess(run, finnish_data, tiny_model, "extract,pack") == 0
-    assert "11 cached (same audio and codec), 1 to encode" in (run / "logs" / "extract.log").read_text()
+    summary = json.loads((run / "tokens" / "summary.json").read_text())
+    assert (summary["clips"], summary["cached"], summary["encoded"]) == (12, 11, 1)
 
     protos = run / "packed" / "train" / "00000000.protos"
     protos.write_bytes(protos.read_bytes()[:-100])

@@ -28,14 +28,14 @@ def test_setup_keeps_every_loaded_weight_and_the_output(tiny_model):
     saved = torch.load(tiny_model / "model.pth", weights_only=True)
     batch = _batch(model)
     before = fw.forward(model, batch["inputs"], batch["labels"], batch["key_padding_mask"])
+    keys_before = set(model.state_dict())
     wrapped = lora.apply_lora(model, lora.LoraSettings(r=4, alpha=8, dropout=0.0))
     assert len(wrapped) == 2 * 5 + 1 * 5 + 3 + 2  # 2 slow + 1 fast layer x 5 linears, 3 embeddings, 2 heads
     state = model.state_dict()
     for key, value in saved.items():
         assert torch.equal(state[key], value), f"{key} changed by LoRA set-up"
-    assert {k for k in state if "lora_" not in k} == set(saved) | {
-        k for k in state if k not in saved and "lora_" not in k
-    }
+    assert {k for k in state if "lora_" not in k} == keys_before  # no base key renamed, dropped or added
+    assert {k for k in state if "lora_" in k} == {f"{name}.lora_{ab}" for name in wrapped for ab in "AB"}
     after = fw.forward(model, batch["inputs"], batch["labels"], batch["key_padding_mask"])
     assert torch.equal(before.token_logits, after.token_logits)
     assert torch.equal(before.codebook_logits, after.codebook_logits)

@@ -116,6 +116,7 @@ def test_missing_model_folder(tmp_path):
         llm.load_llm(tmp_path / "half")
 
 
+@pytest.mark.slow
 def test_model_folder_without_codec_config_uses_fish_speechs_s1_mini_codec(tmp_path):
     # the released s1-mini folder has no codec_config.yaml: the codec's architecture comes from the fish-speech
     # package (a namespace package without __file__, which once made this path crash)

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import TINY, copy_run, stage_cmd
 
+pytestmark = pytest.mark.slow  # every test runs stages in subprocesses
+
 
 def _tree(root: Path) -> dict[str, str]:
     return {

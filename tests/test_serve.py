@@ -287,6 +287,7 @@ def test_page_in_headless_chromium(server, tmp_path):
         shutil.copyfile(shot, os.environ["FISHTUNE_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_token_and_timeout(tmp_path, finnish_data, tiny_model):
     """serve.auth=true: SERVE_TOKEN is required (the page and health stay open); a request past
     serve.timeout_seconds is a 504 and the server goes on."""
@@ -328,6 +329,7 @@ def test_off_loopback_without_token_is_refused(tmp_path, finnish_data, tiny_mode
     assert len(lines) == 1 and "needs a token: SERVE_TOKEN is not set" in lines[0]
 
 
+@pytest.mark.slow
 def test_stay_up_mode_serves_after_the_stages(tmp_path, finnish_data, tiny_model):
     """SERVE_AFTER=true (serve.after): the stages run (here fetch, with nothing to do), then the model is served."""
     srv = Served(tmp_path / "runs" / "after", finnish_data, tiny_model, env={"SERVE_AFTER": "true"}, stage="fetch")

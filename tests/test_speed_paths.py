@@ -112,6 +112,7 @@ def test_fast_transformer_sdpa_and_row_chunks_equal_the_manual_path(lora_model, 
     _assert_same(manual, _loss_and_grads(lora_model, batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ckpt", [True, 1, 2, 3])
 def test_partial_gradient_checkpointing_gives_the_same_gradients(lora_model, ckpt):
     fw.use_sdpa_everywhere(lora_model)
@@ -179,6 +180,7 @@ def test_bad_gradient_checkpointing_values_are_refused(value):
         memory.parse(value)
 
 
+@pytest.mark.slow
 def test_compiled_layers_give_the_same_loss_gradients_and_names(lora_model):
     # aot_eager: Dynamo capture + AOTAutograd, as inductor does, without needing a C compiler
     fw.use_sdpa_everywhere(lora_model)

@@ -7,6 +7,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 
 from conftest import stage_cmd
 from fishtune.modeling.llm import load_tokenizer
@@ -23,6 +24,7 @@ def test_held_out_utterances_longer_than_a_row_are_left_out_not_cut(tiny_model):
     assert inputs.shape[1] <= 1024 and (labels[1:] >= 0).any()  # whole, with its audio targets
 
 
+@pytest.mark.slow
 def test_no_held_out_clip_fitting_max_length_fails_train_with_one_line(fresh_run, finnish_data, tiny_model):
     cmd = stage_cmd(fresh_run, finnish_data, tiny_model, "train", "train.max_length=24")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -33,6 +35,7 @@ def test_no_held_out_clip_fitting_max_length_fails_train_with_one_line(fresh_run
     assert not (fresh_run / "train" / "lora.pth").exists()
 
 
+@pytest.mark.slow
 def test_prepare_rejects_a_transcript_far_too_long_for_its_audio(tmp_path, finnish_data, tiny_model):
     import shutil
 
@@ -49,6 +52,7 @@ def test_prepare_rejects_a_transcript_far_too_long_for_its_audio(tmp_path, finni
     assert "transcript too long for the audio" in row["reason"] and "prepare.max_chars_per_second=40" in row["reason"]
 
 
+@pytest.mark.slow
 def test_unreadable_transcript_and_speaker_folder_are_listed_not_crashing(tmp_path, finnish_data, tiny_model):
     """Root reads everything, so the stage runs without the capabilities that let root ignore permissions."""
     import shutil

@@ -1,6 +1,12 @@
 """The embedded default: a small Finnish dataset spoken by espeak-ng, plus the tiny model.
 
-    python -m fishtune.demo DATA_DIR MODEL_DIR [--clips 12] [--no-broken]
+    python -m fishtune.demo DATA_DIR MODEL_DIR [--clips 12] [--no-broken]   # write the inputs only
+    python -m fishtune.demo --run [--out runs/demo] [--inputs build/demo] [--stage all]   # make demo
+
+``--run`` writes the inputs to ``--inputs`` (``data/``, ``model/``, ``cache/``) when they are missing, then runs
+the stages with ``model=tiny preset=tiny`` so that the run directory is ``--out`` itself: ``FISHTUNE_RUNS`` is its
+parent and ``RUN_NAME`` its name (``runs/demo/clips``, not ``runs/demo/runs/demo/clips``). The inputs live outside
+the run directory because ``merge`` writes the run's own ``model/``.
 
 The dataset is in Fish Speech's folder layout (``<speaker>/<clip>.wav`` + ``.lab``) with a few clips in other
 formats (FLAC, stereo MP3) and, unless ``--no-broken``, three deliberately bad inputs that ``prepare`` must
@@ -10,11 +16,13 @@ reject: an undecodable wav, a wav without transcript and an empty transcript.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from fishtune.errors import InputError
+from fishtune.errors import FishtuneError, InputError
 
 SENTENCES = [
     "Hyvää huomenta, tänään on kaunis päivä.",
@@ -96,22 +104,73 @@ def make_dataset(root: str | Path, clips: int = 12, broken: bool = True, speaker
     return root
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Write the demo dataset (espeak-ng Finnish) and the tiny model.")
-    ap.add_argument("data_dir")
-    ap.add_argument("model_dir")
-    ap.add_argument("--clips", type=int, default=12)
-    ap.add_argument("--no-broken", action="store_true")
-    args = ap.parse_args(argv)
+def write_inputs(data_dir: str | Path, model_dir: str | Path, clips: int = 12, broken: bool = True) -> None:
+    """The demo's dataset (replaced) and the tiny model (kept when it is there)."""
     from fishtune.modeling.tiny import write_tiny_model
 
-    data = Path(args.data_dir)
+    data = Path(data_dir)
     if data.exists():
         shutil.rmtree(data)
-    make_dataset(data, clips=args.clips, broken=not args.no_broken)
-    if not (Path(args.model_dir) / "model.pth").is_file():
-        write_tiny_model(args.model_dir)
-    print(f"demo dataset: {data}\ntiny model:   {args.model_dir}")
+    make_dataset(data, clips=clips, broken=broken)
+    if not (Path(model_dir) / "model.pth").is_file():
+        write_tiny_model(model_dir)
+
+
+def demo_env(out: str | Path, inputs: str | Path) -> dict[str, str]:
+    """The environment that makes ``out`` the run directory and reads the inputs from ``inputs``."""
+    out, inputs = Path(out), Path(inputs)
+    return {
+        "FISHTUNE_DATA": str(inputs / "data"),
+        "FISHTUNE_MODEL": str(inputs / "model"),
+        "FISHTUNE_CACHE": str(inputs / "cache"),
+        "FISHTUNE_RUNS": str(out.parent),
+        "RUN_NAME": out.name,
+    }
+
+
+def run_demo(out: str | Path = "runs/demo", inputs: str | Path = "build/demo", stage: str = "all") -> int:
+    """Write the inputs when missing, then run ``stage`` with the tiny model; the outputs land in ``out``."""
+    out, inputs = Path(out), Path(inputs)
+    if (out / "runs").is_dir() or (out / "data").is_dir():
+        raise InputError(
+            f"{out} holds an older demo (its inputs and runs/ inside the run directory)",
+            hint=f"remove it (rm -rf {out}) and run make demo again",
+        )
+    if not (inputs / "model" / "model.pth").is_file() or not (inputs / "data").is_dir():
+        write_inputs(inputs / "data", inputs / "model")
+    os.environ.update(demo_env(out, inputs))
+    os.environ.pop("STAGE", None)
+    from fishtune.cli import main as cli_main
+
+    code = cli_main([stage, "model=tiny", "preset=tiny"])
+    if code == 0:
+        print(f"demo run finished: see {out}/ (clips/, tokens/, packed/, train/, model/, samples/, report/, logs/)")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write the demo dataset (espeak-ng Finnish) and the tiny model.")
+    ap.add_argument("data_dir", nargs="?")
+    ap.add_argument("model_dir", nargs="?")
+    ap.add_argument("--clips", type=int, default=12)
+    ap.add_argument("--no-broken", action="store_true")
+    ap.add_argument("--run", action="store_true", help="write the inputs when missing, then run the pipeline")
+    ap.add_argument("--out", default="runs/demo", help="--run: the run directory (default runs/demo)")
+    ap.add_argument("--inputs", default="build/demo", help="--run: dataset, tiny model and cache (build/demo)")
+    ap.add_argument("--stage", default="all", help="--run: the stages (default all)")
+    args = ap.parse_args(argv)
+    if args.run:
+        if args.data_dir or args.model_dir:
+            ap.error("--run takes --out and --inputs, not DATA_DIR MODEL_DIR")
+        try:
+            return run_demo(args.out, args.inputs, args.stage)
+        except FishtuneError as err:  # before the CLI runs: one line, as the CLI prints its own
+            print(f"error: {err.one_line()}", file=sys.stderr)
+            return err.exit_code
+    if not (args.data_dir and args.model_dir):
+        ap.error("DATA_DIR and MODEL_DIR are required (or --run)")
+    write_inputs(args.data_dir, args.model_dir, clips=args.clips, broken=not args.no_broken)
+    print(f"demo dataset: {args.data_dir}\ntiny model:   {args.model_dir}")
     return 0
 
 
