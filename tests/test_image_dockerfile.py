@@ -143,3 +143,24 @@ def test_actions_are_pinned_by_sha_with_version_comment():
     assert uses
     for name, line in uses:
         assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d", line), f"{name}: {line}"
+
+
+def test_driver_requirement_is_computed_from_the_torch_build():
+    """docker/driver_requirement.py: CUDA from the lock's runtime wheel, machine code from the installed torch."""
+    import json
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "driver_requirement.py"), "--json"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert (
+        r["cuda"]
+        == ".".join(torch.version.cuda.split(".")[:2])
+        == ".".join(_lock()["nvidia-cuda-runtime-cu12"].split(".")[:2])
+    )
+    assert r["sass_for"] == {"A100": True, "H100": True, "H200": True}  # sm_80 and sm_90 machine code in the wheel
+    assert r["minimum_driver"] == "525.60.13"
