@@ -13,7 +13,13 @@ UV          := $(PYTHON) -m uv
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.fishtune-synced
-SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler chromium libvoikko1 voikko-fi
+LINT_VENV   := .venv-lint
+LINT_STAMP  := $(LINT_VENV)/.fishtune-synced
+# A browser for the report test (tests/test_report_browser.py): any Chromium-family one already installed counts;
+# otherwise Debian's chromium package. On Ubuntu `chromium` is a snap wrapper: never installed from here (CI runners
+# ship google-chrome), and the test is skipped where there is none.
+BROWSER_PKG := $(shell for b in chromium chromium-browser google-chrome google-chrome-stable; do command -v $$b >/dev/null 2>&1 && exit 0; done; grep -qi '^ID=debian' /etc/os-release 2>/dev/null && echo chromium)
+SYSTEM_PKGS := ffmpeg espeak-ng protobuf-compiler libvoikko1 voikko-fi $(BROWSER_PKG)
 DEMO        := runs/demo
 DEMO_INPUTS := build/demo
 PYTEST_ARGS ?=
@@ -26,7 +32,7 @@ IMAGE_TEST  ?= auto
 REHEARSE    ?= auto
 REHEARSAL   := build/rehearsal
 
-.PHONY: test-fast rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image
+.PHONY: test-fast rehearse bench bench-gpu bench-report device-wheels setup install system-deps uv demo test lint proto lock clean help image image-smoke image-test base-image base-digest driver
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,7 +41,7 @@ setup: install demo ## install everything, then run the demo pipeline on the emb
 
 install: system-deps $(STAMP) ## system packages + the locked Python environment in .venv
 
-system-deps: ## ffmpeg (torchcodec), espeak-ng (test speech), protoc (proto check), chromium (report test), libvoikko1 + voikko-fi (Finnish morphology) via apt
+system-deps: ## ffmpeg (torchcodec), espeak-ng (test speech), protoc (proto check), a browser (report test; Debian only), libvoikko1 + voikko-fi (Finnish morphology) via apt
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 	if [ -n "$$missing" ]; then
 	  echo "installing system packages: $$missing"
@@ -76,14 +82,27 @@ test-fast: install ## the quick tier for the edit loop: every test not marked sl
 rehearse: install ## every stage on a random full-size s1-mini (bf16, real files and sizes) on the CPU: $(REHEARSAL)/rehearsal.json
 	$(PY) -m fishtune.rehearsal --dir $(REHEARSAL)
 
-lint: install ## ruff, hadolint (Dockerfile), shellcheck (scripts), check-jsonschema (GitHub workflows)
-	$(VENV)/bin/ruff check src tests bench entrypoint.py docker
-	$(VENV)/bin/ruff format --check src tests bench entrypoint.py docker
-	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/shellcheck docker/*.sh bench/*.sh .ci/run
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(VENV)/bin/check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+$(LINT_STAMP): uv.lock pyproject.toml | uv
+	UV_PROJECT_ENVIRONMENT=$(LINT_VENV) $(UV) sync --frozen --only-group lint --no-install-project --python $(PYTHON)
+	touch $@
+
+lint: $(LINT_STAMP) ## only the linters (own venv, no CUDA stack): ruff, hadolint, shellcheck, actionlint, check-jsonschema
+	export PATH=$(CURDIR)/$(LINT_VENV)/bin:$$PATH   # actionlint runs shellcheck on the workflows' run: steps
+	ruff check src tests bench entrypoint.py docker
+	ruff format --check src tests bench entrypoint.py docker
+	hadolint Dockerfile
+	shellcheck docker/*.sh bench/*.sh .ci/run
+	actionlint -config-file .github/actionlint.yaml
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/*.yml
+	check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	check-jsonschema --builtin-schema vendor.compose-spec docker/compose.yaml
+
+base-digest: ## pin the Dockerfile's base image by its current digest (needs docker buildx, skopeo or crane and a registry)
+	docker/refresh-base-digest.sh
+
+driver: ## the NVIDIA driver the image needs, computed from the torch build in uv.lock
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) docker/driver_requirement.py
 
 base-image: ## the local Debian bookworm + Python base for buildah builds (no registry here)
 	docker/make-base.sh
@@ -118,4 +137,4 @@ lock: uv ## re-resolve uv.lock after editing pyproject.toml
 	$(UV) lock
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LINT_VENV) runs .pytest_cache .ruff_cache

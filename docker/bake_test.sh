@@ -1,55 +1,52 @@
 #!/usr/bin/env bash
 # The baked-weights build path (--build-arg WEIGHTS=openaudio-s1-mini) exercised without the Hugging Face Hub:
-#  1. the tiny model is laid out as a Hub cache snapshot (blobs, snapshots/<commit>, refs/main) in buildah's
-#     cache mount for /root/.cache/huggingface, where the real download would have put it;
-#  2. the real Dockerfile is built with WEIGHTS=openaudio-s1-mini, the pinned commit, WEIGHTS_OFFLINE=1 and a
-#     throwaway token as the hf_token build secret;
-#  3. the smoke test runs with --baked: labels and FISHTUNE_MODEL, SHA256SUMS verified inside the image,
-#     doctor reports "baked into the image: ...@<commit>", and the token is nowhere in the image's metadata
-#     or history; then the usual doctor + STAGE=all run.
+#  1. tests/hubserver.py, a local stand-in for the Hub (its HTTP API, gated repos, tokens, Range requests), serves
+#     the tiny model as a gated fishaudio/openaudio-s1-mini on 127.0.0.1 (buildah's chroot builds share the
+#     host's network);
+#  2. the real Dockerfile is built with WEIGHTS=openaudio-s1-mini, HF_ENDPOINT pointing at it, the repo's commit,
+#     the tiny model's (empty) pins and a throwaway token as the hf_token build secret: the weights stage runs
+#     fishtune.weights on the bare python3 of the base stage, as on a real build;
+#  3. the smoke test runs with --baked: labels (the weights' licence) and FISHTUNE_MODEL, SHA256SUMS verified
+#     inside the image, doctor reports "baked into the image: ...@<commit>", and the token is nowhere in the
+#     image's metadata or history; then the usual doctor + STAGE=all run.
 #
-#   docker/bake_test.sh          (root, buildah; uses .venv for the tiny model)
+#   docker/bake_test.sh          (root, buildah; uses .venv for the tiny model and the Hub stand-in)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-localhost/fishtune:baked-test}
 [ "$(docker/engine.sh)" = buildah ] || { echo "error: bake_test.sh needs buildah" >&2; exit 2; }
-# buildah keeps RUN --mount=type=cache folders here (buildah >= 1.30 adds -<uid>), keyed by the target path.
-root=${BUILDAH_CACHE:-}
-if [ -z "$root" ]; then
-  root=/var/tmp/buildah-cache
-  [ -d "/var/tmp/buildah-cache-$(id -u)" ] && root=/var/tmp/buildah-cache-$(id -u)
-fi
-hub="$root/root/.cache/huggingface/hub"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+hub_pid=
+cleanup() {
+  [ -n "$hub_pid" ] && kill "$hub_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-revision=$(printf 'fishtune bake test' | sha1sum | cut -d' ' -f1)
 printf 'hf_bakeTEST%s\n' "$(date +%s%N)" >"$work/token"
-.venv/bin/python - "$work/tiny" "$hub" "$revision" <<'PY'
-import hashlib, os, shutil, sys
+PYTHONPATH=tests .venv/bin/python - "$work" <<'PY' &
+import json, sys, time
 from pathlib import Path
 from fishtune.modeling.tiny import write_tiny_model
+from hubserver import FakeHub
 
-model, hub, revision = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-write_tiny_model(model, seed=0)
-repo = hub / "models--fishaudio--openaudio-s1-mini"
-snap = repo / "snapshots" / revision
-shutil.rmtree(snap, ignore_errors=True)
-snap.mkdir(parents=True)
-(repo / "blobs").mkdir(exist_ok=True)
-(repo / "refs").mkdir(exist_ok=True)
-(repo / "refs" / "main").write_text(revision)
-for f in sorted(p for p in model.rglob("*") if p.is_file()):
-    data = f.read_bytes()
-    name = hashlib.sha256(data).hexdigest() if f.suffix == ".pth" else hashlib.sha1(data).hexdigest()
-    (repo / "blobs" / name).write_bytes(data)
-    link = snap / f.relative_to(model)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(os.path.relpath(repo / "blobs" / name, link.parent))
-print(f"Hub cache snapshot {revision} in {repo}")
+work = Path(sys.argv[1])
+write_tiny_model(work / "tiny", seed=0)
+hub = FakeHub(tokens={(work / "token").read_text().strip()}, lifetime=3600)
+files = {p.relative_to(work / "tiny").as_posix(): p.read_bytes() for p in sorted((work / "tiny").rglob("*")) if p.is_file()}
+commit = hub.add_repo("fishaudio/openaudio-s1-mini", files, gated=True)
+(work / "hub.json").write_text(json.dumps({"url": hub.url, "commit": commit}))
+print(f"Hub stand-in at {hub.url}: fishaudio/openaudio-s1-mini@{commit} (gated), {len(files)} files", flush=True)
+while True:
+    time.sleep(60)
 PY
+hub_pid=$!
+for _ in $(seq 120); do [ -s "$work/hub.json" ] && break; sleep 0.5; done
+[ -s "$work/hub.json" ] || { echo "error: the Hub stand-in did not start" >&2; exit 1; }
+url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$work/hub.json")
+commit=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["commit"])' "$work/hub.json")
 
-WEIGHTS=openaudio-s1-mini WEIGHTS_REVISION=$revision WEIGHTS_OFFLINE=1 HF_TOKEN_FILE="$work/token" \
-  docker/build.sh "$IMAGE"
+WEIGHTS=openaudio-s1-mini WEIGHTS_REVISION=$commit WEIGHTS_PINS=configs/model/tiny.yaml HF_ENDPOINT=$url \
+  HF_TOKEN_FILE="$work/token" docker/build.sh "$IMAGE"
 python3 docker/smoke_test.py --baked --secret-file "$work/token" "$IMAGE"

@@ -8,8 +8,9 @@
 #   ENGINE=auto|docker|buildah     auto: docker when `docker info` works, else buildah
 #   BASE_IMAGE                     default: the Dockerfile's CUDA base with docker; with buildah the local
 #                                  Debian stand-in made by docker/make-base.sh (no registry here)
-#   WEIGHTS=none|openaudio-s1-mini, WEIGHTS_REVISION=<40-hex commit>, HF_TOKEN_FILE=<file with the token>
-#   WEIGHTS_OFFLINE=1              bake from the build's Hub cache mount only (docker/bake_test.sh)
+#   WEIGHTS=none|openaudio-s1-mini, WEIGHTS_REVISION=<commit or branch; default main, content pinned by sha256>,
+#   HF_TOKEN_FILE=<file with the token>, WEIGHTS_PINS=<model config with the pins>, HF_ENDPOINT=<Hub URL>
+#   WEIGHTS_OFFLINE=1              bake from the build's download cache mount only
 #   BUILD_CA                       extra CA bundle for TLS-inspecting proxies (default: the host's bundle)
 #   CONTEXT                        build context (default: the repository)
 #   BUILD_FLAGS                    extra flags for the engine (e.g. --no-cache)
@@ -48,6 +49,8 @@ PY
 args=(-f Dockerfile -t "$IMAGE" --build-arg "WEIGHTS=$WEIGHTS" "${version_args[@]}")
 [ -n "${WEIGHTS_REVISION:-}" ] && args+=(--build-arg "WEIGHTS_REVISION=$WEIGHTS_REVISION")
 [ -n "${WITH_ESPEAK:-}" ] && args+=(--build-arg "WITH_ESPEAK=$WITH_ESPEAK")
+[ -n "${WEIGHTS_PINS:-}" ] && args+=(--build-arg "WEIGHTS_PINS=$WEIGHTS_PINS")
+[ -n "${HF_ENDPOINT:-}" ] && args+=(--build-arg "HF_ENDPOINT=$HF_ENDPOINT")
 [ "${WEIGHTS_OFFLINE:-0}" = 1 ] && args+=(--build-arg "HF_HUB_OFFLINE=1")
 if [ "$WEIGHTS" != none ]; then
   if [ -z "${HF_TOKEN_FILE:-}" ] || [ ! -s "$HF_TOKEN_FILE" ]; then
@@ -78,6 +81,12 @@ case "$ENGINE" in
     BASE_IMAGE=${BASE_IMAGE:-localhost/fishtune-base:bookworm}
     if [ "$BASE_IMAGE" = localhost/fishtune-base:bookworm ]; then docker/make-base.sh "$BASE_IMAGE"; fi
     args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+    # buildah 1.28 does not know COPY --link (BuildKit: the weights layer does not depend on the layers below it);
+    # the same file without the flag builds the same layers.
+    nolink=$(mktemp)
+    trap 'rm -f "$nolink"' EXIT
+    sed -E 's/^COPY --link /COPY /' Dockerfile >"$nolink"
+    args[1]=$nolink
     # --layers: reuse unchanged layers between builds; cache mounts persist under /var/tmp/buildah-cache*.
     # --force-rm: no working containers left behind by a failed step.
     # --format docker: keeps SHELL and STOPSIGNAL as written.

@@ -40,8 +40,8 @@ TINY = ["model=tiny", "doctor.min_free_gb=1"]
 PRODUCING = ("prepare", "extract", "pack", "train", "merge", "synthesize")
 SERVE_PORT = "8080/tcp"
 # Runs inside the image (stdlib only): STAGE=serve through the image's entrypoint in the background, one API
-# request over loopback, then SIGINT (what docker stop sends); prints one JSON line. argv: the entrypoint,
-# then Hydra overrides. The same for docker and buildah: no port publishing or host networking needed.
+# request over loopback, then SIGTERM (what docker stop and Kubernetes send); prints one JSON line. argv: the
+# entrypoint, then Hydra overrides. The same for docker and buildah: no port publishing or host networking needed.
 SERVE_PROBE = r"""
 import json, os, signal, subprocess, sys, time, urllib.error, urllib.request
 entry, overrides = json.loads(sys.argv[1]), sys.argv[2:]
@@ -73,7 +73,7 @@ try:
             out.update(status=err.code, error=err.read()[:500].decode(errors="replace"))
 finally:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -194,7 +194,7 @@ def serve_check(img: Image, c: Checks, overrides: list[str], run_env: dict[str, 
     detail = f"{res.get('bytes')} bytes, {res.get('seconds')} s of audio in {res.get('latency')} s"
     c.check("serve: POST /v1/audio/speech -> wav", bool(ok), detail if ok else f"{res}")
     stopped = res.get("exit") == 0
-    c.check("serve: stops on SIGINT with exit 0", stopped, "exit 0" if stopped else f"exit {res.get('exit')}\n{log}")
+    c.check("serve: stops on SIGTERM with exit 0", stopped, "exit 0" if stopped else f"exit {res.get('exit')}\n{log}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,13 +259,34 @@ def main(argv: list[str] | None = None) -> int:
             )
             c.check("baked: FISHTUNE_MODEL points at them", env.get("FISHTUNE_MODEL") == model_dir)
             lic = labels.get("org.opencontainers.image.licenses")
-            c.check("baked: labelled with the weights' licence", lic == "CC-BY-NC-SA-4.0", str(lic))
+            c.check(
+                "baked: labelled with the weights' licence",
+                "CC-BY-NC-SA-4.0" in str(lic) and labels.get("io.github.fishtune.weights-license") == "CC-BY-NC-SA-4.0",
+                str(lic),
+            )
             p = img.run(
                 ["sh", "-c", f"cd {model_dir} && sha256sum -c --quiet SHA256SUMS && cat WEIGHTS_SOURCE"],
                 {},
                 entrypoint=False,
             )
             c.check("baked: SHA256SUMS verify inside the image", p.returncode == 0, p.stdout.strip() or tail(p))
+
+        # No package manager leftovers: .deb files, apt lists.
+        p = img.run(
+            # (as the image's user: apt's partial/ folder is unreadable, hence 2>/dev/null; the files would not be)
+            [
+                "sh",
+                "-c",
+                "find /var/cache/apt /var/lib/apt/lists -type f \\( -name '*.deb' -o -name '*_Packages*' \\)"
+                " 2>/dev/null; true",
+            ],
+            {},
+            entrypoint=False,
+        )
+        left = p.stdout.split()
+        c.check(
+            "no apt leftovers (.deb, package lists)", p.returncode == 0 and not left, f"{len(left)} files: {left[:3]}"
+        )
 
         # 2. The process inside: unprivileged, usage errors exit 2, help works.
         p = img.run(["id", "-u"], {}, entrypoint=False)
@@ -313,6 +334,23 @@ def main(argv: list[str] | None = None) -> int:
             "doctor reports where the weights came from", "local folder" in model_row or "baked" in model_row, model_row
         )
         c.check("doctor: protobuf 3.20.x", doctor.get("versions", {}).get("protobuf", "").startswith("3.20."))
+        # train.compile=true cannot work without a compiler: doctor says so in one line (unless one is installed)
+        p = img.run([*tiny, "train.compile=true"], {**run_env, "RUN_NAME": "compile", "STAGE": "doctor"})
+        doc = work / "runs" / "compile" / "doctor.json"
+        row = (
+            next((r for r in json.loads(doc.read_text())["checks"] if r["check"] == "compile"), {})
+            if doc.is_file()
+            else {}
+        )
+        has_cc = img.run(["sh", "-c", "command -v cc gcc clang c++ g++"], {}, entrypoint=False).stdout.strip()
+        refused = p.returncode == 1 and row.get("status") == "FAIL" and "train.compile=false" in row.get("detail", "")
+        c.check(
+            "doctor: train.compile=true refused without a compiler"
+            if not has_cc
+            else "doctor: compiler for train.compile",
+            refused if not has_cc else row.get("status") == "ok",
+            row.get("detail", "") or tail(p),
+        )
         c.check(
             "doctor: torchcodec loads FFmpeg",
             rows.get("torchcodec", {}).get("status") == "ok",

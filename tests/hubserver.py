@@ -15,7 +15,9 @@ It speaks the parts of the Hub's HTTP API that ``snapshot_download``, ``hf_hub_d
 Errors look like the Hub's: ``X-Error-Code: RepoNotFound | GatedRepo | RevisionNotFound | EntryNotFound`` and
 401 ``Invalid credentials in Authorization header`` for a token it does not know. Knobs for fault tests:
 ``fail_next[<substring of path>] = n`` answers 500 n times; ``throttle[<file name>] = bytes per second``;
-``corrupt.add(<file name>)`` serves different bytes than the ETag promises. Loopback only; it shuts itself
+``corrupt.add(<file name>)`` serves different bytes than the ETag promises; ``redirect_lfs = True`` answers large
+files as the real Hub does, with a 302 to a CDN on another host name (``localhost`` instead of ``127.0.0.1``) that
+refuses requests carrying an Authorization header (a signed URL needs none). Loopback only; it shuts itself
 down after ``lifetime`` seconds even if a test forgets to.
 """
 
@@ -78,6 +80,7 @@ class FakeHub:
         self.fail_next: dict[str, int] = {}
         self.throttle: dict[str, float] = {}
         self.corrupt: set[str] = set()
+        self.redirect_lfs = False
         self.lock = threading.Lock()
         hub = self
 
@@ -166,6 +169,8 @@ class FakeHub:
                 if key in path and n > 0:
                     self.fail_next[key] = n - 1
                     return self._error(h, 500, None, "Internal Error (injected)", head=method == "HEAD")
+        if path.startswith("/cdn/"):
+            return self._cdn(h, method, path)
         if not ok:
             return self._error(h, 401, None, "Invalid credentials in Authorization header", head=method == "HEAD")
         try:
@@ -222,28 +227,54 @@ class FakeHub:
             if name in self.corrupt:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             headers = {"X-Repo-Commit": sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
+            if self.redirect_lfs and is_lfs(name, data):
+                port = self.server.server_address[1]
+                cdn = {"Location": f"http://localhost:{port}/cdn/{etag}?name={name}", "X-Linked-Etag": f'"{etag}"'}
+                cdn |= {"X-Linked-Size": str(len(data)), "X-Repo-Commit": sha, "ETag": '"redirect"'}
+                return self._send(h, 302, b"", cdn, head=method == "HEAD")
             if method == "HEAD":
                 return self._send(h, 200, b"", {**headers, "Content-Length": str(len(data))}, head=True)
-            start = 0
-            rng = h.headers.get("Range")
-            if rng and (rm := re.fullmatch(r"bytes=(\d+)-", rng.strip())):
-                start = int(rm.group(1))
-            part = data[start:]
-            h.send_response(206 if start else 200)
-            for k, v in headers.items():
-                h.send_header(k, v)
-            h.send_header("Content-Length", str(len(part)))
-            if start:
-                h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            h.end_headers()
-            rate = self.throttle.get(name)
-            step = 1 << 20 if rate else len(part) or 1
-            for i in range(0, len(part), step):
-                h.wfile.write(part[i : i + step])
-                h.wfile.flush()
-                if rate:
-                    time.sleep(step / rate)
-            return None
+            return self._serve(h, name, data, headers)
+        return self._more_routes(h, method, path, body, tok)
+
+    def _cdn(self, h, method: str, path: str) -> None:
+        """The CDN a large file redirects to: the bytes by sha256; an Authorization header is refused (as S3 does)."""
+        if h.headers.get("Authorization"):
+            return self._error(h, 400, None, "Only one auth mechanism allowed", head=method == "HEAD")
+        sha = path.split("/")[2].split("?")[0]
+        for repo in self.repos.values():
+            for _, tree in repo.commits:
+                for name, data in tree.items():
+                    if hashlib.sha256(data).hexdigest() == sha:
+                        if name in self.corrupt:
+                            data = bytes([data[0] ^ 0xFF]) + data[1:]
+                        return self._serve(h, name, data, {"ETag": '"cdn-etag"', "Accept-Ranges": "bytes"})
+        return self._error(h, 404, None, "no such object")
+
+    def _serve(self, h, name: str, data: bytes, headers: dict) -> None:
+        """GET with Range support and the optional throttle."""
+        start = 0
+        rng = h.headers.get("Range")
+        if rng and (rm := re.fullmatch(r"bytes=(\d+)-", rng.strip())):
+            start = int(rm.group(1))
+        part = data[start:]
+        h.send_response(206 if start else 200)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(part)))
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.end_headers()
+        rate = self.throttle.get(name)
+        step = 1 << 20 if rate else len(part) or 1
+        for i in range(0, len(part), step):
+            h.wfile.write(part[i : i + step])
+            h.wfile.flush()
+            if rate:
+                time.sleep(step / rate)
+        return None
+
+    def _more_routes(self, h, method: str, path: str, body: bytes, tok: str | None) -> None:
         if path == "/api/repos/create" and method == "POST":
             req = json.loads(body or b"{}")
             rtype = req.get("type") or "model"

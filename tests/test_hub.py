@@ -1,4 +1,6 @@
-"""The fetch stage against a local stand-in for the Hub (tests/hubserver.py) and an offline cache.
+"""The fetch stage's dataset downloads and fishtune.hub's errors against a local Hub stand-in (tests/hubserver.py).
+
+Base weights go through the installer of their own: tests/test_weights.py.
 
 The Hub is not reachable here, so huggingface_hub's own client (``snapshot_download`` / ``hf_hub_download``)
 talks to a loopback server that answers like the Hub, or reads a filled cache with ``HF_HUB_OFFLINE=1``. Nothing
@@ -10,16 +12,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ENTRYPOINT, HUB_TOKEN, TINY, run_inprocess
+from conftest import HUB_TOKEN, TINY, run_inprocess
 from fishtune import formats
 from fishtune.datasets import MARKER
 
@@ -61,59 +59,9 @@ def _grep_tree(root: Path, needle: str) -> list[Path]:
     return hits
 
 
-def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch):
-    files = _model_files(tiny_model)
-    commit = fake_hub.add_repo(REPO, files)
-    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
-    run_dir = tmp_path / "runs" / "r"
-    dest = tmp_path / "models" / "s1"
-    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest, f"model.revision={commit}")) == 0
-
-    for name, data in files.items():  # real files, byte-identical
-        assert (dest / name).read_bytes() == data and not (dest / name).is_symlink()
-    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
-    assert sums.returncode == 0, sums.stdout + sums.stderr
-    source = (dest / "WEIGHTS_SOURCE").read_text()
-    assert source.count("\n") == 1 and f"{REPO}@{commit}" in source
-    assert {r["token"] for r in fake_hub.requests} == {HUB_TOKEN}  # the token was sent ...
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["stages"]["fetch"]["model"]["commit"] == commit
-
-    # second run: weights present -> nothing is downloaded (a no-op, like STAGE=all offline)
-    n = len(fake_hub.requests)
-    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest)) == 0
-    assert len(fake_hub.requests) == n
-    assert "nothing to fetch" in (run_dir / "logs" / "fetch.log").read_text()
-
-    # ... and never written down: logs, status.json, state.json, summary, the model folder
-    assert not _grep_tree(run_dir, HUB_TOKEN) and not _grep_tree(dest, HUB_TOKEN)
-    assert "Hugging Face token: $HF_TOKEN" in (run_dir / "logs" / "fetch.log").read_text()
-
-    # offline: a new model folder from the filled cache, HF_HUB_OFFLINE=1, no server involved
-    fake_hub.stop()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FISHTUNE_RUNS": str(tmp_path / "runs"), "RUN_NAME": "offline"}
-    env.pop("HF_TOKEN", None)
-    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, f"paths.data={finnish_data}"]
-    cache = f"hub.cache_dir={tmp_path / 'hf-cache'}"
-    offline = tmp_path / "models" / "offline"
-    args = [f"model.path={offline}", f"model.repo_id={REPO}", f"model.revision={commit}", cache]
-    p = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert (offline / "model.pth").read_bytes() == files["model.pth"]
-    # a revision the cache does not hold: one clear line, exit 1
-    args = [f"model.path={tmp_path / 'x'}", f"model.repo_id={REPO}", f"model.revision={'f' * 40}", cache]
-    p = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1 and "not reachable (HF_HUB_OFFLINE=1)" in p.stderr and "Traceback" not in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
-
-
 @pytest.mark.parametrize(
     ("case", "expect"),
     [
-        ("missing", "not found, or it is private"),
-        ("gated", "is gated"),
-        ("bad token", "rejected the token"),
-        ("no revision", "revision 'v9' does not exist"),
         ("no archive", "fi.tar.gz not found in dataset repository"),
     ],
 )
@@ -140,58 +88,6 @@ def test_hub_errors_are_one_clear_line(tmp_path, fake_hub, tiny_model, finnish_d
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "Fix:" in err
     assert not dest.exists()
     assert bad not in err and not _grep_tree(tmp_path / "runs", bad)
-
-
-def test_corrupt_download_is_refused_then_fetched_again(tmp_path, fake_hub, tiny_model, finnish_data, capsys):
-    fake_hub.add_repo(REPO, _model_files(tiny_model))
-    fake_hub.corrupt.add("model.pth")
-    dest = tmp_path / "m"
-    args = _hub_args(fake_hub, tmp_path, dest)
-    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 1
-    assert "model.pth is corrupt" in capsys.readouterr().err and not dest.exists()
-    fake_hub.corrupt.clear()  # the next run downloads the removed file again and succeeds
-    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 0
-    assert (dest / "model.pth").read_bytes() == (tiny_model / "model.pth").read_bytes()
-
-
-def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_data):
-    """kill -9 in the middle of a large download; the rerun continues the partial file with an HTTP Range request."""
-    files = _model_files(tiny_model)
-    big = os.urandom(24 << 20)  # > huggingface_hub's 10 MiB write chunk, so a partial file exists mid-download
-    files["extra.bin"] = big
-    fake_hub.add_repo(REPO, files)
-    fake_hub.throttle["extra.bin"] = 12 << 20  # bytes/s: about 2 s for the file
-    dest = tmp_path / "m"
-    cache = tmp_path / "hf-cache"
-    cmd = [
-        sys.executable,
-        str(ENTRYPOINT),
-        "fetch",
-        *TINY,
-        f"paths.data={finnish_data}",
-        f"paths.runs={tmp_path / 'runs'}",
-        *_hub_args(fake_hub, tmp_path, dest),
-    ]
-    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    partial: list[Path] = []
-    while time.time() < deadline and proc.poll() is None:
-        partial = [p for p in cache.rglob("*.incomplete") if p.stat().st_size >= 10 << 20]
-        if partial:
-            break
-        time.sleep(0.02)
-    proc.kill()  # SIGKILL
-    proc.wait()
-    assert partial, "the kill should land while extra.bin is half downloaded"
-    assert not (dest / "extra.bin").exists()
-    done = partial[0].stat().st_size
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    ranges = [r["range"] for r in fake_hub.seen("GET", "extra.bin") if r["range"]]
-    assert ranges and int(ranges[-1].split("=")[1].rstrip("-")) == done >= 10 << 20
-    assert hashlib.sha256((dest / "extra.bin").read_bytes()).digest() == hashlib.sha256(big).digest()
-    assert not list(cache.rglob("*.incomplete"))
 
 
 def _tar_dir(src: Path, arc: Path, top: str, extra: list[tuple[str, bytes]] = ()) -> Path:
@@ -292,28 +188,3 @@ def test_network_failures_are_transient_and_refusals_are_not():
     assert other.transient and "failed:" in other.message
     missing = hub.explain(RevisionNotFoundError("no such revision"), repo_id="me/x", revision="v9")
     assert not missing.transient and "does not exist" in missing.message
-
-
-@pytest.mark.parametrize(
-    ("content", "rc"),
-    [
-        (f"{HUB_TOKEN}\n# my Hugging Face token, read-only\n", 0),
-        (f"# comment\n{HUB_TOKEN}\nhf_secondTOKENline12345\n", 1),
-    ],
-    ids=["comment line", "two tokens"],
-)
-def test_token_file_with_a_second_line_never_leaks(tmp_path, fake_hub, tiny_model, content, rc):
-    fake_hub.add_repo(REPO, _model_files(tiny_model))
-    token_file = tmp_path / "hf_token"
-    token_file.write_text(content)
-    env = {**os.environ, "HF_TOKEN_FILE": str(token_file), "FISHTUNE_RUNS": str(tmp_path / "runs"), "RUN_NAME": "t"}
-    dest = tmp_path / "models" / "s1"
-    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, *_hub_args(fake_hub, tmp_path, dest)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert p.returncode == rc, p.stderr
-    if rc == 0:  # the comment is not part of the token: the Hub got exactly the token
-        assert {r["token"] for r in fake_hub.requests} == {HUB_TOKEN} and (dest / "model.pth").is_file()
-    else:
-        assert f"{token_file} holds 2 lines that are not comments" in p.stderr and not fake_hub.requests
-    for secret in (HUB_TOKEN, "hf_secondTOKENline12345"):
-        assert secret not in p.stdout + p.stderr and not _grep_tree(tmp_path / "runs", secret)

@@ -68,14 +68,47 @@ def test_runtime_contract():
     assert ("VOLUME", '["/data", "/runs", "/cache"]') in ins
     users = [rest for kind, rest in ins if kind == "USER"]
     assert users and users[-1] not in ("root", "0")
-    assert _arg_defaults()["BASE_IMAGE"].startswith("nvidia/cuda:") and "cudnn-runtime-ubuntu24.04" in DOCKERFILE
+    # the smallest base: torch's wheels bring the CUDA libraries; pinned by digest when refreshed
+    assert re.fullmatch(r"ubuntu:24\.04(@sha256:[0-9a-f]{64})?", _arg_defaults()["BASE_IMAGE"])
+    assert "cudnn" not in _arg_defaults()["BASE_IMAGE"]
+    # docker stop and Kubernetes send SIGTERM, which the entrypoint handles (tests/test_pid1_signals.py)
+    assert all(rest in ("SIGTERM", "15") for kind, rest in ins if kind == "STOPSIGNAL")
+
+
+def test_weights_are_their_own_layer_below_the_environment():
+    """Baked weights: fetched by the stdlib-only installer in a stage of their own (no torch environment), copied
+    with --link into a layer below uv.lock's, so neither a lock nor a code change refetches or re-pushes them."""
+    ins = _instructions()
+    stages = {m.group(2): m.group(1) for k, r in ins if k == "FROM" for m in [re.match(r"(\S+) AS (\S+)", r)] if m}
+    assert stages["weights-fetch"] == "base" and stages["weights-openaudio-s1-mini"] == "base"
+    assert stages["deps"] == "weights-${WEIGHTS}" and stages["app"] == "deps"
+    link = [r for k, r in ins if k == "COPY" and r.startswith("--link --from=weights-fetch")]
+    assert link == ["--link --from=weights-fetch /opt/models/openaudio-s1-mini /opt/models/openaudio-s1-mini"]
+    fetch_copies = [r for k, r in ins if k == "COPY" and "/opt/installer/" in r]
+    assert fetch_copies == [
+        "src/fishtune/weights.py src/fishtune/errors.py /opt/installer/fishtune/",
+        "${WEIGHTS_PINS} /opt/installer/pins.yaml",
+    ]
+    defaults = _arg_defaults()
+    assert defaults["WEIGHTS_REVISION"] and defaults["WEIGHTS_PINS"] == "configs/model/s1-mini.yaml"
+    bake = next(r for k, r in ins if k == "RUN" and "fishtune.weights" in r)
+    assert "--pins /opt/installer/pins.yaml" in bake and '--revision "$WEIGHTS_REVISION"' in bake
+    # the image with the weights carries their licence
+    assert 'org.opencontainers.image.licenses="Apache-2.0 AND CC-BY-NC-SA-4.0"' in DOCKERFILE
+    assert 'io.github.fishtune.weights-license="CC-BY-NC-SA-4.0"' in DOCKERFILE
+
+
+def test_apt_leaves_no_package_files_behind():
+    for kind, rest in _instructions():
+        if kind == "RUN" and "apt-get install" in rest:
+            assert "apt-get clean" in rest and "rm -rf /var/lib/apt/lists/*" in rest, rest[:120]
 
 
 def test_token_is_a_secret_never_an_arg_or_env():
     for kind, rest in _instructions():
         if kind in ("ARG", "ENV", "LABEL"):
             assert not re.search(r"HF_TOKEN|HUGGING_FACE_HUB_TOKEN|hf_token", rest, re.I), (kind, rest)
-    bake = [rest for kind, rest in _instructions() if kind == "RUN" and "fetch_weights.py" in rest]
+    bake = [rest for kind, rest in _instructions() if kind == "RUN" and "fishtune.weights" in rest]
     assert len(bake) == 1 and "--mount=type=secret,id=hf_token" in bake[0]
 
 
@@ -83,11 +116,10 @@ def test_layer_order_keeps_torch_out_of_code_changes():
     """The heavy `uv sync --no-install-project` sees only pyproject.toml and uv.lock; the code comes after."""
     ins = _instructions()
     heavy = next(i for i, (k, r) in enumerate(ins) if k == "RUN" and "--no-install-project" in r)
-    copies_before = [r for k, r in ins[:heavy] if k == "COPY" and not r.startswith("--from=")]
-    assert copies_before and all(
-        set(r.split()[:-1]) <= {"pyproject.toml", "uv.lock", "docker/uv-requirements.txt", "/tmp/uv-requirements.txt"}
-        for r in copies_before
-    ), copies_before
+    copies_before = [r for k, r in ins[:heavy] if k == "COPY" and not r.startswith(("--from=", "--link --from="))]
+    installer = {"src/fishtune/weights.py", "src/fishtune/errors.py", "${WEIGHTS_PINS}"}  # the weights stage's
+    allowed = {"pyproject.toml", "uv.lock", "docker/uv-requirements.txt", "/tmp/uv-requirements.txt"} | installer
+    assert copies_before and all(set(r.split()[:-1]) <= allowed for r in copies_before), copies_before
     src_copy = next(i for i, (k, r) in enumerate(ins) if k == "COPY" and r.startswith("src "))
     assert src_copy > heavy
     assert "--mount=type=cache,target=/root/.cache/uv" in ins[heavy][1]
@@ -111,3 +143,24 @@ def test_actions_are_pinned_by_sha_with_version_comment():
     assert uses
     for name, line in uses:
         assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d", line), f"{name}: {line}"
+
+
+def test_driver_requirement_is_computed_from_the_torch_build():
+    """docker/driver_requirement.py: CUDA from the lock's runtime wheel, machine code from the installed torch."""
+    import json
+    import subprocess
+    import sys
+
+    torch = pytest.importorskip("torch")
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "driver_requirement.py"), "--json"], capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert (
+        r["cuda"]
+        == ".".join(torch.version.cuda.split(".")[:2])
+        == ".".join(_lock()["nvidia-cuda-runtime-cu12"].split(".")[:2])
+    )
+    assert r["sass_for"] == {"A100": True, "H100": True, "H200": True}  # sm_80 and sm_90 machine code in the wheel
+    assert r["minimum_driver"] == "525.60.13"

@@ -65,7 +65,7 @@ class Served:
         return Path(self.log.name).read_text()
 
     def stop(self) -> int:
-        """SIGINT (what docker stop sends) -> graceful shutdown; the exit code."""
+        """SIGINT (Ctrl-C; docker stop sends SIGTERM, handled the same) -> graceful shutdown; the exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:

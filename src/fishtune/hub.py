@@ -11,9 +11,8 @@ On top of it fishtune adds:
 - a content check of every downloaded file: large (LFS) files against the sha256 the Hub names them by,
   small files against their git blob hash, and optionally against pinned sha256 values; a mismatching file
   is removed from the cache so the next run downloads it again;
-- :func:`download_model`, the one implementation of "base weights into a model folder" (the fetch stage
-  and the image build use it): the folder gets real files, ``SHA256SUMS`` and a one-line ``WEIGHTS_SOURCE``,
-  and is replaced atomically;
+- (base weights are not installed here but by :mod:`fishtune.weights`, the stdlib-only installer the fetch
+  stage and the image build share);
 - :class:`BackgroundSync`, a thread that pushes files to a Hub repo and retries failures without ever
   raising into the caller (used during training).
 """
@@ -33,7 +32,6 @@ from typing import Any
 
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
-from fishtune.modeling.files import REQUIRED, check_data_only
 from fishtune.runstate import atomic_dir, link_or_copy, sha256_file
 
 log = logging.getLogger("fishtune.hub")
@@ -293,62 +291,6 @@ def install_files(files: dict[str, Path], dest: Path, extra: dict[str, str] | No
             link_or_copy(src, tmp / rel)
         for rel, text in (extra or {}).items():
             (tmp / rel).write_text(text, encoding="utf-8")
-
-
-def download_model(
-    repo_id: str,
-    revision: str | None,
-    dest: str | os.PathLike,
-    token: str | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    endpoint: str | None = None,
-    sha256: dict[str, str] | None = None,
-    required: tuple[str, ...] = REQUIRED,
-    source: str = "downloaded by fishtune fetch",
-) -> dict:
-    """Download ``repo_id@revision`` and install it as a model folder at ``dest``.
-
-    ``dest`` gets every file of the snapshot as a real file, ``SHA256SUMS`` (``sha256sum -c`` format) and a
-    one-line ``WEIGHTS_SOURCE`` (``<source>: <repo>@<commit>, N files``). Returns
-    ``{"repo_id", "revision", "commit", "files", "bytes", "sha256"}``. ``token=None`` reads ``HF_TOKEN`` /
-    the token file. Raises :class:`HubError` / :class:`~fishtune.errors.InputError` with a one-line reason.
-    """
-    dest = Path(dest)
-    tok = token if token is not None else resolve_token()
-    if revision and not COMMIT_RE.match(revision):
-        log.warning(
-            "model revision %r is not a commit hash: the download is not pinned (the commit is recorded)", revision
-        )
-    snap = snapshot(repo_id, revision, repo_type="model", cache_dir=cache_dir, token=tok, endpoint=endpoint)
-    commit = snap.name
-    if revision and COMMIT_RE.match(revision) and commit != revision:
-        raise HubError(f"asked for {repo_id}@{revision}, the Hub cache gave {commit}", hint="clear the cache entry")
-    found = {p.relative_to(snap).as_posix(): p for p in snapshot_files(snap)}
-    missing = [f for f in required if f not in found]
-    if missing:
-        raise HubError(
-            f"{repo_id}@{commit} lacks {', '.join(missing)}: not a Fish Speech model repository",
-            hint="set model.repo_id to a repo with the openaudio-s1-mini layout",
-        )
-    sums = {rel: verify(p, rel, (sha256 or {}).get(rel)) for rel, p in found.items()}
-    check_data_only(found, f"{repo_id}@{commit}")  # nothing that would run code gets installed
-    line = f"{source}: {repo_id}@{commit}, {len(sums)} files, sha256 in SHA256SUMS\n"
-    install_files(
-        found,
-        dest,
-        {"SHA256SUMS": "".join(f"{h}  {rel}\n" for rel, h in sorted(sums.items())), "WEIGHTS_SOURCE": line},
-    )
-    total = sum((dest / rel).stat().st_size for rel in sums)
-    log.info("base weights %s@%s: %d files (%.2f GiB) in %s", repo_id, commit[:12], len(sums), total / 2**30, dest)
-    return {
-        "repo_id": repo_id,
-        "revision": revision,
-        "commit": commit,
-        "files": len(sums),
-        "bytes": total,
-        "sha256": sums,
-    }
 
 
 # -- uploads -----------------------------------------------------------------------------------------------------

@@ -262,10 +262,24 @@ def _check_text(rep: Report, cfg: DictConfig) -> None:
         )
 
 
+def _check_compile(rep: Report, cfg: DictConfig) -> None:
+    from fishtune.training import compiler
+
+    setting = cfg.train.compile
+    if compiler.backend_of(setting) is not None:
+        import torch
+
+        problem = compiler.compile_problem(setting, "cuda" if torch.cuda.is_available() else "cpu")
+        rep.add(
+            "compile", "FAIL" if problem else "ok", f"{problem} (fix: {compiler.HINT})" if problem else str(setting)
+        )
+
+
 def run(cfg: DictConfig) -> StageResult:
     run_layout = RunLayout.of(cfg)
     rep = Report()
     _check_software(rep)
+    _check_compile(rep, cfg)
     _check_text(rep, cfg)
     gpu = _check_gpu(rep, cfg)
     _check_disk(rep, run_layout, cfg)

@@ -5,7 +5,8 @@ works offline.
 
 Weights (``fetch.model=auto|always|never``): with ``auto``, when ``model.path`` lacks a weight file and
 ``model.repo_id`` is set, ``model.repo_id@model.revision`` is downloaded into ``model.path`` by
-:func:`fishtune.hub.download_model` (resumable, content-checked, ``SHA256SUMS`` + ``WEIGHTS_SOURCE``).
+:func:`fishtune.weights.install`, the installer the image build runs too (resumable, content-checked,
+``SHA256SUMS`` + ``WEIGHTS_SOURCE``).
 
 Dataset (``fetch.dataset.*``), read by ``prepare`` from ``fetch.dataset.dest`` (default ``<run>/raw``):
 - ``path``: a local folder (used in place) or archive (.tar.gz/.tgz/.tar/.zip, extracted safely);
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from fishtune import archives, formats, hub, redact
+from fishtune import archives, formats, hub, redact, weights
 from fishtune.datasets import MARKER, dataset_source
 from fishtune.errors import InputError
 from fishtune.layout import RunLayout
@@ -65,9 +66,18 @@ def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: 
         return {"skipped": True, "reason": "no model.repo_id"}
     log.info("downloading base weights %s@%s into %s (missing: %s)", repo, revision, dest, ", ".join(missing))
     clean_leftovers(dest)
-    sums = {name: pin["sha256"] for name, pin in pins.items() if pin.get("sha256")}
-    out = hub.download_model(
-        str(repo), str(revision) if revision else None, dest, token, cache_dir=cache_dir, endpoint=endpoint, sha256=sums
+    out = weights.install(
+        str(repo),
+        str(revision) if revision else None,
+        dest,
+        token,
+        cache_dir=cache_dir,
+        endpoint=endpoint,
+        pins={name: pin for name, pin in pins.items() if pin.get("sha256")},
+        required=files.REQUIRED,
+        allow_unpinned=True,  # model.revision may be a branch: warned, and the resolved commit is recorded
+        check=files.check_data_only,  # nothing that would run code gets installed
+        say=log.info,
     )
     return {k: v for k, v in out.items() if k != "sha256"} | {"model.pth_sha256": out["sha256"].get("model.pth")}
 
