@@ -410,6 +410,8 @@ def run(cfg: DictConfig) -> StageResult:
     logs.quiet_lightning()
     started = time.time()
     t, layout, zero = cfg.train, RunLayout.of(cfg), distributed.is_rank_zero()
+    if not zero:  # rank zero tells the story; the others speak up for warnings and errors only
+        logging.getLogger("fishtune").setLevel(logging.WARNING)
     place = devices.placement(str(t.device), t.devices, t.num_nodes)
     precision = choose_precision(str(t.precision), place.device)
     layout.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -423,9 +425,6 @@ def run(cfg: DictConfig) -> StageResult:
                              cfg.model.repo_id, cfg.paths.cache), license=cfg.model.license)  # fmt: skip
     fw.use_sdpa_everywhere(model)
     data = load_data(cfg, layout, model, pin_memory=place.accelerator == "gpu")
-    if len(data.val_set) < place.world_size:
-        raise UsageError(f"{len(data.val_set)} held-out clip(s) for {place.world_size} processes: each needs one",
-                         hint="raise pack.val_min (and rerun pack), or use fewer train.devices")  # fmt: skip
     resume_from = checkpoints.newest_intact(layout.checkpoints, set_aside=zero) if t.resume else None
     finished = _already_finished(cfg, layout, resume_from)
     if finished is not None:

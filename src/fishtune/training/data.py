@@ -4,7 +4,7 @@
   global batch ``global_step * accumulate`` (restored from a checkpoint by the time Lightning asks), so a resumed
   run sees what an uninterrupted one would, whatever the number of processes.
 - Validation: rank ``r`` of ``W`` takes held-out items ``r, r+W, …`` (no padding with repeats, unlike a
-  DistributedSampler); the module sums losses weighted by batch size and all-reduces them
+  DistributedSampler; see :func:`shard`); the module sums losses weighted by batch size and all-reduces them
   (:meth:`~fishtune.training.module.LoraModule.on_validation_epoch_end`).
 """
 
@@ -19,8 +19,11 @@ from fishtune.training.samples import PackedTrainStream
 
 
 def shard(dataset: Dataset, rank: int, world: int) -> Dataset:
-    """Items ``rank, rank + world, …`` of ``dataset`` (every item on exactly one rank)."""
-    return dataset if world == 1 else Subset(dataset, range(rank, len(dataset), world))
+    """Items ``rank, rank + world, …`` of ``dataset`` (every item on exactly one rank). With fewer items than
+    ranks every rank takes them all: each then validates the same set, and the all-reduced mean is unchanged."""
+    if world == 1 or len(dataset) < world:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world))
 
 
 class PackedData(L.LightningDataModule):

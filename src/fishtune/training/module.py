@@ -146,7 +146,8 @@ class LoraModule(L.LightningModule):
         count = float(sums[-1])
         if count:
             means = dict(zip(self.VAL_KEYS, (sums[:-1] / count).tolist(), strict=True))
-            self.log_dict(means, on_step=False, on_epoch=True)
+            # already the same on every rank; sync_dist's mean of equal values keeps Lightning from warning
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
