@@ -1,6 +1,7 @@
 """Data-parallel training on the CPU (gloo), launched the way a user launches it: ``torchrun --nproc-per-node 2``
-running the CLI's ``train`` stage. Two ranks x batch b train like one rank x batch 2b, a kill -9 of the whole job
-resumes, and rank zero alone writes. Plus the pieces: disjoint rank slices of the packed stream, the launcher
+running the CLI's ``train`` stage, and the CLI alone with ``train.devices=2`` (Lightning starts the second
+process). Two ranks x batch b train like one rank x batch 2b, a kill -9 of the whole job resumes, and rank zero
+alone writes. Plus the pieces: disjoint rank slices of the packed stream, the launcher
 environment, device placement."""
 
 from __future__ import annotations
@@ -187,8 +188,10 @@ def test_two_ranks_train_like_one_rank_with_twice_the_batch_and_resume_after_kil
     # one rank x batch 4, uninterrupted, while nothing else runs
     assert run_inprocess(one, finnish_data, tiny_model, "train", *TRAIN, "train.batch_size=4") == 0
 
-    done = subprocess.run(_torchrun(two, finnish_data, tiny_model), env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    # resumed without a launcher, the way one host runs (train.devices=2: Lightning starts the second process)
+    again = [sys.executable, str(ENTRYPOINT), *stage_args(two, finnish_data, tiny_model, "train", *TRAIN,
+             "train.batch_size=2", "train.devices=2")]  # fmt: skip
+    done = subprocess.run(again, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout + done.stderr
     assert f"resuming from {two / 'train' / 'checkpoints' / kept}" in out

@@ -133,3 +133,12 @@ def test_two_extraction_processes_write_the_same_token_files(tmp_path, packed_ru
             assert (run / "tokens" / rel).read_bytes() == (packed_run / "tokens" / rel).read_bytes(), rel
     assert run_inprocess(run, finnish_data, tiny_model, "extract", *two) == 0  # the cache works the same
     assert json.loads((run / "tokens" / "summary.json").read_text())["cached"] == 12
+
+
+def test_planning_bench_plans_once_with_the_same_batches(tmp_path):
+    from bench import plan
+
+    res = plan.main(["--clips", "300,1200", "--out", str(tmp_path / "plan.json")])
+    assert [r["clips"] for r in res["sizes"]] == [300, 1200]
+    assert all(r["same_batches"] and r["batches"] > 10 for r in res["sizes"])
+    assert res["sizes"][1]["before_seconds"] > res["sizes"][1]["after_seconds"]
