@@ -216,10 +216,8 @@ def load_data(cfg: DictConfig, layout: RunLayout, model, pin_memory: bool):
         return PackedTrainStream(groups, tok, nc, int(t.max_length), int(t.batch_size), collate, seed=int(t.seed),
                                  start_batch=start_batch, packing=str(t.packing), rank=rank, world=world)  # fmt: skip
 
-    data = PackedData(make_stream, val_set, collate, int(t.val_batch_size), int(t.accumulate), int(t.num_workers),
-                      pin_memory)  # fmt: skip
-    data.groups = groups
-    return data
+    return PackedData(make_stream, val_set, collate, int(t.val_batch_size), int(t.accumulate), int(t.num_workers),
+                      pin_memory, groups)  # fmt: skip
 
 
 def build_module(cfg: DictConfig, model, data, record: dict):
@@ -428,8 +426,9 @@ def run(cfg: DictConfig) -> StageResult:
     resume_from = checkpoints.newest_intact(layout.checkpoints, set_aside=zero) if t.resume else None
     finished = _already_finished(cfg, layout, resume_from)
     if finished is not None:
-        log.info("train: already finished at step %d; nothing to do (raise train.max_steps to train on)",
-                 finished["steps"])  # fmt: skip
+        why = "stopped early" if finished["stopped_early"] else "max_steps reached"
+        log.info("train: already finished at step %d (%s); nothing to do (raise train.max_steps to train on)",
+                 finished["steps"], why)  # fmt: skip
         return result_of(finished, skipped=True)
     baseline(cfg, layout, model, data, place, precision, resumed=resume_from is not None)
     if t.compile:

@@ -36,9 +36,12 @@ class PackedData(L.LightningDataModule):
         accumulate: int,
         workers: int,
         pin_memory: bool = False,
+        groups: list | None = None,
     ):
-        """``make_stream(start_batch, rank=, world=)`` builds the training stream."""
+        """``make_stream(start_batch, rank=, world=)`` builds the training stream; ``groups`` (the packed
+        utterances per speaker) are kept for the log."""
         super().__init__()
+        self.groups = groups or []
         self.make_stream, self.val_set, self.collate = make_stream, val_set, collate
         self.val_batch_size, self.accumulate = val_batch_size, accumulate
         self.workers, self.pin_memory = workers, pin_memory
