@@ -201,9 +201,9 @@ def encode_all(job: EncodeJob, rows: list[dict], workers: list[torch.device], pr
                 ended += 1
                 ooms += msg[1] if msg[0] == "end" else 0
                 errors += [msg[1]] if msg[0] == "error" else []
-    finally:
+    finally:  # an error or an interrupt (Ctrl-C, SIGTERM) stops the other workers at once; finished files stay
         for p in procs:
-            if errors or p.exitcode not in (None, 0):
+            if errors or ended < len(procs):
                 p.terminate()
             p.join(timeout=30)
     if errors:
