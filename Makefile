@@ -119,6 +119,7 @@ image-test: image-smoke install ## image-smoke, then check the image's Python en
 bench: install ## benchmarks on tiny shapes (CPU, about a minute): JSON in bench-results/
 	$(PY) -m bench.train --shapes tiny --settings ladder,mem24 --batch-size 2 --max-length 1024 --steps 4 --warmup 1 --clips 60 --out bench-results/train-tiny.json
 	$(PY) -m bench.extract --shapes tiny --clips 6 --out bench-results/extract-tiny.json
+	$(PY) -m bench.plan --clips 2000,8000,32000 --before-max 8000 --out bench-results/plan.json
 	$(PY) -m bench.synth --shapes tiny --frames 30 --out bench-results/synth-tiny.json
 
 bench-gpu: install ## the GPU check in one go (bench/on_device.sh): s1-mini shapes (random weights), ~8 min on an H100/H200

@@ -18,8 +18,8 @@ import torch
 
 from bench import common
 from fishtune import devices
+from fishtune.extraction import Extractor, iter_batches
 from fishtune.modeling import codec as codec_mod
-from fishtune.stages.extract import Extractor, iter_batches
 
 
 def build_codec(shapes: str, device):

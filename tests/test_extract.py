@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from fishtune import tokens
 from fishtune.errors import StageFailed
+from fishtune.extraction import Extractor, iter_batches, plan_batches
 from fishtune.modeling import codec as codec_mod
-from fishtune.stages.extract import Extractor, plan_batches
 
 
 def _rows(durations):
@@ -95,3 +97,48 @@ def test_encode_decode_shapes(tiny_codec):
     assert codes.shape == (4, int(np.ceil(wave.numel() / 2048)))
     audio = codec_mod.decode(tiny_codec, codes)
     assert audio.ndim == 1 and audio.numel() == codes.shape[1] * 2048
+
+
+def test_workers_share_one_plan_and_an_oom_splits_only_what_is_pending():
+    rows = _rows([1, 1, 1, 2, 2, 3, 3, 4, 5, 10, 1, 2])
+    plan = plan_batches(rows, max_seconds=8, max_clips=4)
+    ex = Extractor(lambda waves: waves)
+    parts = [list(iter_batches(rows, 8, 4, ex, part=(i, 3))) for i in range(3)]
+    assert [parts[i % 3][i // 3] for i in range(len(plan))] == plan  # worker i: batches i, i+3, ...
+    assert sorted(r["id"] for p in parts for b in p for r in b) == sorted(r["id"] for r in rows)
+    # after an OOM (limit x0.25) every batch still to come is split to 2 s of padded audio
+    stream = iter_batches(rows, 8, 4, ex)
+    first = next(stream)
+    ex.limit_scale = 0.25
+    rest = list(stream)
+    assert first == plan[0] and len(first) == 4
+    assert all(len(b) == 1 or len(b) * max(r["duration"] for r in b) <= 2 for b in rest)
+    assert sorted(r["id"] for b in [first, *rest] for r in b) == sorted(r["id"] for r in rows)
+
+
+@pytest.mark.slow
+def test_two_extraction_processes_write_the_same_token_files(tmp_path, packed_run, finnish_data, tiny_model):
+    from conftest import copy_run, run_inprocess
+
+    run = copy_run(packed_run, tmp_path / "runs" / "two", skip=("tokens", "packed", "train", "model", "samples"))
+    two = ("extract.device=cpu", "extract.devices=2")
+    assert run_inprocess(run, finnish_data, tiny_model, "extract", *two) == 0
+    summary = json.loads((run / "tokens" / "summary.json").read_text())
+    assert (summary["processes"], summary["encoded"], summary["clips"]) == (2, 12, 12)
+    mine = sorted(p.relative_to(run / "tokens") for p in (run / "tokens").rglob("*") if p.is_file())
+    single = sorted(p.relative_to(packed_run / "tokens") for p in (packed_run / "tokens").rglob("*") if p.is_file())
+    assert mine == single and len([p for p in mine if p.suffix == ".npy"]) == 12
+    for rel in mine:
+        if rel.suffix == ".npy":  # the single-process run's files, byte for byte
+            assert (run / "tokens" / rel).read_bytes() == (packed_run / "tokens" / rel).read_bytes(), rel
+    assert run_inprocess(run, finnish_data, tiny_model, "extract", *two) == 0  # the cache works the same
+    assert json.loads((run / "tokens" / "summary.json").read_text())["cached"] == 12
+
+
+def test_planning_bench_plans_once_with_the_same_batches(tmp_path):
+    from bench import plan
+
+    res = plan.main(["--clips", "300,1200", "--out", str(tmp_path / "plan.json")])
+    assert [r["clips"] for r in res["sizes"]] == [300, 1200]
+    assert all(r["same_batches"] and r["batches"] > 10 for r in res["sizes"])
+    assert res["sizes"][1]["before_seconds"] > res["sizes"][1]["after_seconds"]

@@ -16,7 +16,7 @@ import time
 import traceback
 from pathlib import Path
 
-from fishtune import logs, redact, runlock, stages, status
+from fishtune import distributed, logs, redact, runlock, stages, status
 from fishtune.errors import FishtuneError, UsageError
 from fishtune.layout import RunLayout
 from fishtune.results import StageResult
@@ -231,6 +231,11 @@ def _main(argv: list[str] | None) -> int:
         from fishtune.config import load_config
 
         cfg = load_config(overrides)
+        names = distributed.stages_for_this_process(names)
+        if not distributed.is_rank_zero():  # a DDP worker: no lock, status.json or stage log (rank zero's)
+            for name in names:
+                stages.load(name).run(cfg)
+            return 0
         # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
         stay_up = bool(cfg.serve.after) and "serve" not in names
         run = RunLayout.of(cfg)

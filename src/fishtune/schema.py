@@ -45,6 +45,11 @@ def _checkpointing(v) -> str | None:
     return None if ok else "auto, true, false or a number of layers >= 0"
 
 
+def _count(v) -> str | None:
+    ok = v == "auto" or (_int(v) and v >= 1)
+    return None if ok else "auto or a number >= 1"
+
+
 def _compile(v) -> str | None:
     return None if isinstance(v, bool) or (isinstance(v, str) and v.strip()) else "true, false or a backend name"
 
@@ -110,6 +115,7 @@ class Prepare:
 @dataclass
 class Extract:
     device: str = key(**DEVICE)
+    devices: Any = key(check=_count)
     precision: str = key(choices=("fp32", "bf16"))
     max_batch_seconds: float = key(gt=0)
     max_batch_clips: int = key(ge=1)
@@ -148,6 +154,9 @@ class Guard:
 @dataclass
 class Train:
     device: str = key(**DEVICE)
+    devices: Any = key(check=_count)
+    num_nodes: Any = key(check=_count)
+    strategy: str = key(choices=("auto", "ddp"))
     precision: str = key(choices=("auto", "bf16-true", "bf16-mixed", "32-true"))
     batch_size: int = key(ge=1)
     max_length: int = key(ge=2)

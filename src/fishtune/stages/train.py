@@ -11,6 +11,10 @@
 - Early stopping watches the held-out validation loss; ``best.ckpt`` holds the best adapter.
 - Outputs: ``train/lora.pth`` (final adapter), ``train/best.ckpt``, ``train/metrics.jsonl``, TensorBoard events
   in ``train/tensorboard``, ``train/summary.json``.
+- Several GPUs (``train.devices``, ``train.num_nodes``, ``train.strategy``; torchrun, srun or Lightning's own
+  launcher): DDP, each rank on its own slice of every global batch (effective batch = ``batch_size`` x world
+  size x ``accumulate``), validation split across ranks and all-reduced; rank zero alone writes
+  (docs/multi-gpu.md).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fishtune import adapters, devices, lora
+from fishtune import adapters, devices, distributed, lora
 from fishtune.errors import StageFailed, UsageError
 from fishtune.generation import adapter_for
+from fishtune.layout import RunLayout
 from fishtune.modeling.llm import load_llm
+from fishtune.results import StageResult
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
 from fishtune.training import checkpoints
 from fishtune.training import forward as fw
@@ -110,15 +116,17 @@ def build_model(cfg: DictConfig, max_length: int, settings: lora.LoraSettings, i
 
 @torch.no_grad()
 def validation_loss(model, loader, device, max_batches: int, dtype) -> float:
+    """The mean loss over the first ``max_batches`` batches (0: all), weighted by batch size."""
     model.eval()
     total, n = 0.0, 0
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
+        bs = batch["inputs"].shape[0]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            total += float(fw.loss(model, batch).loss)
-        n += 1
+            total += float(fw.loss(model, batch).loss) * bs
+        n += bs
     return total / max(n, 1)
 
 
@@ -173,11 +181,11 @@ def _changed(prev: dict, now: dict) -> list[str]:
     return [f"{k} {prev[k]!r} -> {now[k]!r}" for k in RESULT_KEYS if k in prev and str(prev[k]) != str(now[k])]
 
 
-def _already_finished(cfg: DictConfig, train_dir: Path, newest: Path | None) -> dict | None:
+def _already_finished(cfg: DictConfig, layout: RunLayout, newest: Path | None) -> dict | None:
     """The previous summary when the newest checkpoint is the end of a finished run with the same max_steps; a
     finished run trained with other settings is an error that says what changed and how to start a new run."""
-    path, max_steps = train_dir / "summary.json", int(cfg.train.max_steps)
-    if newest is None or not path.is_file() or not (train_dir / "lora.pth").is_file():
+    path, max_steps, train_dir = layout.train_summary, int(cfg.train.max_steps), layout.train
+    if newest is None or not path.is_file() or not layout.lora.is_file():
         return None
     prev = json.loads(path.read_text())
     ended = prev.get("stopped_early") or prev.get("steps", 0) >= max_steps
@@ -193,97 +201,45 @@ def _already_finished(cfg: DictConfig, train_dir: Path, newest: Path | None) -> 
     return prev if prev.get("max_steps") == max_steps else None
 
 
-def run(cfg: DictConfig) -> dict:
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from torch.utils.data import DataLoader
-
-    from fishtune import logs
-    from fishtune.training.callbacks import MetricsJournal, StepProgress
-    from fishtune.training.hub_sync import HubSync
-    from fishtune.training.module import LoraModule
+def load_data(cfg: DictConfig, layout: RunLayout, model, pin_memory: bool):
+    """The packed training groups and the held-out set as a :class:`~fishtune.training.data.PackedData`."""
+    from fishtune.training.data import PackedData
     from fishtune.training.samples import Collate, PackedTrainStream, ValSet, load_groups
 
-    logs.quiet_lightning()
-    started = time.time()
-    t = cfg.train
-    run_dir = Path(cfg.run_dir)
-    train_dir = run_dir / "train"
-    ckpt_dir = train_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    device = devices.pick(str(t.device))
-    precision = choose_precision(str(t.precision), device)
-    L.seed_everything(int(t.seed), workers=True, verbose=False)
-    torch.set_float32_matmul_precision("high")
-
-    settings, init = adapter_settings(cfg)
-    model = build_model(cfg, int(t.max_length), settings, init)
-    base = adapters.base_identity(cfg.model.path, str(cfg.model.name), cfg.model.get("repo_id"), cfg.paths.cache)
-    record = adapters.record(settings, base, license=cfg.model.get("license"))
-    fw.use_sdpa_everywhere(model)
-    tok, nc = model.tokenizer, model.config.num_codebooks
-    train_groups = load_groups(run_dir / "packed" / "train", nc)
-    val_groups = load_groups(run_dir / "packed" / "val", nc)
-    collate = Collate(tok.get_token_id("<|end_of_text|>"))
-    workers = int(t.num_workers)
-    val_set = ValSet(val_groups, tok, nc, int(t.max_length))
+    t, tok, nc = cfg.train, model.tokenizer, model.config.num_codebooks
+    groups = load_groups(layout.shards("train"), nc)
+    val_set = ValSet(load_groups(layout.shards("val"), nc), tok, nc, int(t.max_length))
     check_val_set(val_set, int(t.max_length))
-    val_loader = DataLoader(
-        val_set,
-        batch_size=int(t.val_batch_size),
-        collate_fn=collate,
-        num_workers=workers,
-        persistent_workers=workers > 0,
+    collate = Collate(tok.get_token_id("<|end_of_text|>"))
+
+    def make_stream(start_batch: int, rank: int = 0, world: int = 1) -> PackedTrainStream:
+        return PackedTrainStream(groups, tok, nc, int(t.max_length), int(t.batch_size), collate, seed=int(t.seed),
+                                 start_batch=start_batch, packing=str(t.packing), rank=rank, world=world)  # fmt: skip
+
+    return PackedData(make_stream, val_set, collate, int(t.val_batch_size), int(t.accumulate), int(t.num_workers),
+                      pin_memory, groups)  # fmt: skip
+
+
+def build_module(cfg: DictConfig, model, data, record: dict):
+    from fishtune.training.module import LoraModule
+
+    t = cfg.train
+    model.train()
+    return LoraModule(
+        model,
+        optimizer_settings(cfg),
+        gradient_checkpointing=t.gradient_checkpointing,
+        ce_chunk=int(t.ce_chunk),
+        memory_fraction=float(t.memory_fraction),
+        memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
+        probe_batch=lambda: probe_batch(model, data.make_stream(0)),
+        adapter_record=record,
     )
 
-    resume_from = checkpoints.newest_intact(ckpt_dir) if t.resume else None
-    finished = _already_finished(cfg, train_dir, resume_from)
-    if finished is not None:
-        log.info(
-            "train: already finished at step %d (%s); nothing to do (raise train.max_steps to train on)",
-            finished["steps"],
-            "stopped early" if finished["stopped_early"] else "max_steps reached",
-        )
-        return finished
-    baseline_file = train_dir / "baseline.json"
-    if resume_from is None or not baseline_file.is_file():
-        baseline = guard(cfg, model, val_loader, device, precision)
-        write_json_atomic(baseline_file, baseline)
 
-    if t.compile:
-        backend = "inductor" if t.compile is True else str(t.compile)
-        fw.compile_layers(model, backend)
-        log.info("torch.compile (%s): the first steps include compilation", backend)
-
-    def train_stream(start_batch: int) -> PackedTrainStream:
-        return PackedTrainStream(
-            train_groups,
-            tok,
-            nc,
-            int(t.max_length),
-            int(t.batch_size),
-            collate,
-            seed=int(t.seed),
-            start_batch=start_batch,
-            packing=str(t.packing),
-        )
-
-    class Data(L.LightningDataModule):
-        def train_dataloader(self):
-            start = self.trainer.global_step * int(t.accumulate)  # restored from the checkpoint by now
-            return DataLoader(
-                train_stream(start),
-                batch_size=None,
-                num_workers=workers,
-                persistent_workers=workers > 0,
-                pin_memory=device.type == "cuda",
-            )
-
-        def val_dataloader(self):
-            return val_loader
-
-    opt = {
+def optimizer_settings(cfg: DictConfig) -> dict:
+    t = cfg.train
+    return {
         "lr": float(t.lr),
         "betas": list(t.betas),
         "eps": float(t.eps),
@@ -293,122 +249,120 @@ def run(cfg: DictConfig) -> dict:
         "scheduler": str(t.scheduler),
         "seed": int(t.seed),
     }
-    model.train()
-    module = LoraModule(
-        model,
-        opt,
-        gradient_checkpointing=t.gradient_checkpointing,
-        ce_chunk=int(t.ce_chunk),
-        memory_fraction=float(t.memory_fraction),
-        memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
-        probe_batch=lambda: probe_batch(model, train_stream(0)),
-        adapter_record=record,
-    )
-    journal = MetricsJournal(train_dir / "metrics.jsonl", int(t.log_every), int(t.max_steps))
-    callbacks = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="step_{step:09d}",
-            auto_insert_metric_name=False,
-            every_n_train_steps=int(t.ckpt_every),
-            save_top_k=int(t.keep_checkpoints),
-            monitor="step",
-            mode="max",
-            save_on_train_epoch_end=False,
-        ),
-        ModelCheckpoint(
-            dirpath=train_dir,
-            filename="best",
+
+
+def build_callbacks(cfg: DictConfig, layout: RunLayout) -> dict:
+    """The training callbacks by name. Checkpointing and early stopping run on every rank (they agree across
+    ranks; only rank zero writes); the journal, the progress bar and the hub sync on rank zero only."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from fishtune.training.callbacks import MetricsJournal, StepProgress
+    from fishtune.training.hub_sync import HubSync
+
+    t = cfg.train
+    named = {
+        "steps": ModelCheckpoint(dirpath=layout.checkpoints, filename="step_{step:09d}", auto_insert_metric_name=False,
+                                 every_n_train_steps=int(t.ckpt_every), save_top_k=int(t.keep_checkpoints),
+                                 monitor="step", mode="max", save_on_train_epoch_end=False),
+        "best": ModelCheckpoint(dirpath=layout.train, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                                auto_insert_metric_name=False, enable_version_counter=False),
+    }  # fmt: skip
+    if int(t.early_stopping.patience) > 0:
+        named["early_stopping"] = EarlyStopping(
             monitor="val/loss",
             mode="min",
-            save_top_k=1,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        ),
-        journal,
-        StepProgress(int(t.max_steps)),  # a tqdm bar with ETA on a terminal; status.json either way
-    ]
-    sync = HubSync.from_config(cfg, ckpt_dir, run_dir)  # hub.sync.repo_id: push checkpoints in the background
-    if sync is not None:
-        callbacks.append(sync)
-    if int(t.early_stopping.patience) > 0:
-        callbacks.append(
-            EarlyStopping(
-                monitor="val/loss",
-                mode="min",
-                patience=int(t.early_stopping.patience),
-                min_delta=float(t.early_stopping.min_delta),
-                check_on_train_epoch_end=False,
-                verbose=False,
-            )
+            patience=int(t.early_stopping.patience),
+            min_delta=float(t.early_stopping.min_delta),
+            check_on_train_epoch_end=False,
+            verbose=False,
         )
-    val_batches = int(t.val_batches) or 1.0
+    if distributed.is_rank_zero():
+        named["journal"] = MetricsJournal(layout.metrics, int(t.log_every), int(t.max_steps))
+        named["progress"] = StepProgress(int(t.max_steps))  # a tqdm bar with ETA on a terminal; status.json
+        sync = HubSync.from_config(cfg, layout.checkpoints, layout.root)  # hub.sync.repo_id: push checkpoints
+        if sync is not None:
+            named["hub_sync"] = sync
+    return named
+
+
+def build_trainer(cfg: DictConfig, layout: RunLayout, place: devices.Placement, precision: str, callbacks: dict):
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.strategies import DDPStrategy
+
+    t = cfg.train
+    strategy = str(t.strategy)
+    if strategy == "ddp" or (strategy == "auto" and place.world_size > 1):
+        # buffers (rotary tables) are constants: no per-forward broadcast, so ranks may run unequal validations
+        strategy = DDPStrategy(broadcast_buffers=False)
     prec = trainer_args(precision)  # bf16-true: a bf16 base under fp32 adapters
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=[device.index or 0] if device.type == "cuda" else 1,
+    return L.Trainer(
+        accelerator=place.accelerator,
+        devices=place.devices,
+        num_nodes=place.num_nodes,
+        strategy=strategy,
         precision=prec.get("precision"),
         max_steps=int(t.max_steps),
         val_check_interval=int(t.val_every),
         check_val_every_n_epoch=None,
-        limit_val_batches=val_batches,
+        limit_val_batches=int(t.val_batches) or 1.0,
         num_sanity_val_steps=0,
         gradient_clip_val=float(t.grad_clip) or None,
         accumulate_grad_batches=int(t.accumulate),
-        callbacks=callbacks,
-        logger=TensorBoardLogger(str(train_dir), name="tensorboard", version=""),
+        callbacks=list(callbacks.values()),
+        logger=TensorBoardLogger(str(layout.train), name=layout.tensorboard.name, version=""),
         plugins=[checkpoints.AtomicCheckpointIO(), *prec["plugins"]],
-        default_root_dir=str(train_dir),
+        default_root_dir=str(layout.train),
         log_every_n_steps=int(t.log_every),
         enable_progress_bar=False,  # StepProgress shows steps with an ETA instead
         enable_model_summary=False,
+        use_distributed_sampler=False,  # PackedData shards by rank itself
         deterministic=False,
     )
-    if resume_from is not None:
-        log.info("resuming from %s", resume_from)
-    log.info(
-        "training on %s (%s): %d train utterances in %d groups, %d held-out; batch %d x %d tokens, %d steps",
-        device,
-        precision,
-        sum(map(len, train_groups)),
-        len(train_groups),
-        len(val_set),
-        int(t.batch_size),
-        int(t.max_length),
-        int(t.max_steps),
-    )
-    trainer.fit(module, datamodule=Data(), ckpt_path=str(resume_from) if resume_from else None)
 
-    last = ckpt_dir / f"step_{trainer.global_step:09d}.ckpt"
-    if not last.is_file():  # e.g. stopped early between two periodic checkpoints: keep the exact end state
+
+def baseline(cfg, layout: RunLayout, model, data, place: devices.Placement, precision: str, resumed: bool) -> None:
+    """Rank zero measures the base model's held-out loss once per run (the untrained-base guard)."""
+    if distributed.is_rank_zero() and (not resumed or not layout.baseline.is_file()):
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(data.val_set, batch_size=data.val_batch_size, collate_fn=data.collate)
+        write_json_atomic(layout.baseline, guard(cfg, model, loader, place.device, precision))
+
+
+def save_end_state(trainer, layout: RunLayout) -> None:
+    """Keep the exact end state as a checkpoint (e.g. stopped early between two periodic ones); every rank takes
+    part (Lightning saves on rank zero), so they decide together, on rank zero's view of the folder."""
+    last = layout.checkpoints / f"step_{trainer.global_step:09d}.ckpt"
+    if trainer.strategy.broadcast(not last.is_file(), src=0):
         trainer.save_checkpoint(str(last))
-    final = {k: v.float() for k, v in lora.lora_state_dict(model).items()}
-    adapters.save(train_dir / "lora.pth", final, record | {"step": trainer.global_step, "training": opt})
-    stopped_early = trainer.global_step < int(t.max_steps)
-    best = callbacks[1].best_model_score
+
+
+def finish(cfg, layout: RunLayout, trainer, module, best, place, precision, resume_from, record, started) -> dict:
+    """Rank zero: ``lora.pth``, ``summary.json`` and the run state."""
+    t = cfg.train
+    opt = optimizer_settings(cfg)
+    final = {k: v.float() for k, v in lora.lora_state_dict(module.model).items()}
+    adapters.save(layout.lora, final, record | {"step": trainer.global_step, "training": opt})
+    score = best.best_model_score
     summary = {
         "steps": trainer.global_step,
         "max_steps": int(t.max_steps),
-        "stopped_early": stopped_early,
-        "best_val_loss": float(best) if best is not None else None,
-        "best_checkpoint": callbacks[1].best_model_path,
-        "baseline": json.loads(baseline_file.read_text()),
+        "stopped_early": trainer.global_step < int(t.max_steps),
+        "best_val_loss": float(score) if score is not None else None,
+        "best_checkpoint": best.best_model_path,
+        "baseline": json.loads(layout.baseline.read_text()),
         "precision": precision,
-        "device": str(device),
+        "device": str(place.device),
+        "world_size": place.world_size,
+        "effective_batch": int(t.batch_size) * place.world_size * int(t.accumulate),
         "resumed_from": str(resume_from) if resume_from else None,
         "gradient_checkpointing": module.memory_plan,
         "packing": str(t.packing),
         "settings": result_settings(cfg),  # a rerun with other settings is refused, naming what changed
     }
-    write_json_atomic(train_dir / "summary.json", summary)
-    log.info(
-        "train: %d steps%s, best val loss %s (base %.4f)",
-        trainer.global_step,
-        " (stopped early: val loss stopped improving)" if stopped_early else "",
-        f"{summary['best_val_loss']:.4f}" if best is not None else "n/a",
-        summary["baseline"]["base_val_loss"],
-    )
-    RunState(run_dir).record(
+    write_json_atomic(layout.train_summary, summary)
+    RunState(layout.root).record(
         "train",
         fingerprint=sha256_json(OmegaConf.to_container(cfg.train)),
         started=started,
@@ -416,3 +370,84 @@ def run(cfg: DictConfig) -> dict:
         best_val_loss=summary["best_val_loss"],
     )
     return summary
+
+
+def result_of(summary: dict, skipped: bool = False) -> StageResult:
+    base, best = summary["baseline"]["base_val_loss"], summary["best_val_loss"]
+    loss = f", val loss {base:.3f} -> {best:.3f}" if best is not None else ""
+    early = ", stopped early" if summary["stopped_early"] else ""
+    return StageResult(f"train/lora.pth ({summary['steps']} steps{loss}{early})", skipped=skipped, data=summary)
+
+
+def log_plan(place: devices.Placement, precision: str, data, cfg: DictConfig) -> None:
+    t = cfg.train
+    log.info(
+        "training on %d x %s (%s): %d train utterances in %d groups, %d held-out; batch %d x %d tokens per device, "
+        "effective batch %d (x %d devices x %d accumulation), %d steps",
+        place.world_size,
+        place.device.type,
+        precision,
+        sum(map(len, data.groups)),
+        len(data.groups),
+        len(data.val_set),
+        int(t.batch_size),
+        int(t.max_length),
+        int(t.batch_size) * place.world_size * int(t.accumulate),
+        place.world_size,
+        int(t.accumulate),
+        int(t.max_steps),
+    )
+
+
+def run(cfg: DictConfig) -> StageResult:
+    """Set up LoRA on the verified base, load the packed data, resume from the newest intact checkpoint (or
+    return the finished run), measure the base's held-out loss, train with Lightning on every configured device,
+    then (rank zero) keep the end state and write ``lora.pth`` and the summary."""
+    from fishtune import logs
+
+    logs.quiet_lightning()
+    started = time.time()
+    t, layout, zero = cfg.train, RunLayout.of(cfg), distributed.is_rank_zero()
+    if not zero:  # rank zero tells the story; the others speak up for warnings and errors only
+        logging.getLogger("fishtune").setLevel(logging.WARNING)
+    place = devices.placement(str(t.device), t.devices, t.num_nodes)
+    precision = choose_precision(str(t.precision), place.device)
+    layout.checkpoints.mkdir(parents=True, exist_ok=True)
+    import lightning as L
+
+    L.seed_everything(int(t.seed), workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    settings, init = adapter_settings(cfg)
+    model = build_model(cfg, int(t.max_length), settings, init)
+    record = adapters.record(settings, adapters.base_identity(cfg.model.path, str(cfg.model.name),
+                             cfg.model.repo_id, cfg.paths.cache), license=cfg.model.license)  # fmt: skip
+    fw.use_sdpa_everywhere(model)
+    data = load_data(cfg, layout, model, pin_memory=place.accelerator == "gpu")
+    resume_from = checkpoints.newest_intact(layout.checkpoints, set_aside=zero) if t.resume else None
+    finished = _already_finished(cfg, layout, resume_from)
+    if finished is not None:
+        why = "stopped early" if finished["stopped_early"] else "max_steps reached"
+        log.info("train: already finished at step %d (%s); nothing to do (raise train.max_steps to train on)",
+                 finished["steps"], why)  # fmt: skip
+        return result_of(finished, skipped=True)
+    baseline(cfg, layout, model, data, place, precision, resumed=resume_from is not None)
+    if t.compile:
+        backend = "inductor" if t.compile is True else str(t.compile)
+        fw.compile_layers(model, backend)
+        log.info("torch.compile (%s): the first steps include compilation", backend)
+    module = build_module(cfg, model, data, record)
+    callbacks = build_callbacks(cfg, layout)
+    trainer = build_trainer(cfg, layout, place, precision, callbacks)
+    log_plan(place, precision, data, cfg)
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    save_end_state(trainer, layout)
+    if not trainer.is_global_zero:
+        return StageResult(f"rank {trainer.global_rank}: trained {trainer.global_step} steps")
+    summary = finish(cfg, layout, trainer, module, callbacks["best"], place, precision, resume_from, record, started)
+    log.info("train: %d steps%s, best val loss %s (base %.4f)", summary["steps"],
+             " (stopped early: val loss stopped improving)" if summary["stopped_early"] else "",
+             f"{summary['best_val_loss']:.4f}" if summary["best_val_loss"] is not None else "n/a",
+             summary["baseline"]["base_val_loss"])  # fmt: skip
+    return result_of(summary)

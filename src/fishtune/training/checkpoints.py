@@ -68,11 +68,14 @@ def is_intact(path: Path) -> bool:
         return False
 
 
-def newest_intact(folder: Path) -> Path | None:
-    """The newest ``step_*.ckpt`` that loads; broken newer ones are renamed ``*.corrupt`` with a warning."""
+def newest_intact(folder: Path, set_aside: bool = True) -> Path | None:
+    """The newest ``step_*.ckpt`` that loads; broken newer ones are renamed ``*.corrupt`` with a warning (by rank
+    zero only: ``set_aside=False`` on the other ranks of a DDP job, which skip them the same way)."""
     for path in reversed(list_steps(folder)):
         if is_intact(path):
             return path
+        if not set_aside:
+            continue
         bad = path.with_suffix(".ckpt.corrupt")
         os.replace(path, bad)
         log.warning("checkpoint %s is corrupt (half-written?): moved to %s, using the previous one", path, bad.name)

@@ -72,7 +72,12 @@ class LoraModule(L.LightningModule):
                 self.memory_limit_gb,
                 self.trainer.precision_plugin.forward_context,
             )
-            self.gradient_checkpointing = self.memory_plan["checkpointed"]
+            # every rank checkpoints the same layers: the most any rank needs
+            mine = torch.tensor(self.memory_plan["checkpointed"], device=self.device)
+            agreed = int(self._across_ranks(mine, "max"))
+            if agreed != self.memory_plan["checkpointed"]:
+                self.memory_plan |= {"checkpointed": agreed, "reason": "the most any rank needs"}
+            self.gradient_checkpointing = agreed
         log.info(
             "gradient checkpointing: %d of %d layers (%s)",
             self.memory_plan["checkpointed"],
@@ -92,23 +97,29 @@ class LoraModule(L.LightningModule):
         self._micro_step = step
         torch.manual_seed((int(self.opt.get("seed", 0)) * 1_000_003 + step) * 64 + self._micro)
 
+    def _across_ranks(self, values: torch.Tensor, op: str) -> torch.Tensor:
+        """``values`` reduced over every rank (``op``: ``sum`` | ``mean``); itself on one device."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op=op)
+
     def training_step(self, batch, batch_idx):
         self.model.train()
         self._seed_step()
         out = self(batch)
         now = time.perf_counter()
         bs = batch["inputs"].shape[0]
-        logs = {
-            "train/loss": out.loss.detach(),
-            "train/base_loss": out.base_loss,
-            "train/semantic_loss": out.semantic_loss,
-            "train/top5_accuracy": out.top5_accuracy,
-            "train/tokens": float(out.tokens),
-        }
+        # the step's figures over every rank (one all-reduce): the loss of the global batch, its tokens
+        parts = (out.loss.detach(), out.base_loss, out.semantic_loss, out.top5_accuracy)
+        mean = self._across_ranks(torch.stack([torch.as_tensor(v, device=self.device).float() for v in parts]), "mean")
+        tokens = float(out.tokens) * self.trainer.world_size
+        keys = ("train/loss", "train/base_loss", "train/semantic_loss", "train/top5_accuracy")
+        logs = dict(zip(keys, mean, strict=True))
+        logs["train/tokens"] = tokens
         if self._t_last is not None:
             dt = now - self._t_last
             logs["perf/step_seconds"] = dt
-            logs["perf/tokens_per_second"] = out.tokens / dt if dt > 0 else 0.0
+            logs["perf/tokens_per_second"] = tokens / dt if dt > 0 else 0.0  # every rank's tokens
         if torch.cuda.is_available():
             logs["perf/gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         self._t_last = now
@@ -116,23 +127,27 @@ class LoraModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=bs)
         return out.loss
 
+    VAL_KEYS = ("val/loss", "val/base_loss", "val/semantic_loss", "val/top5_accuracy")
+
     def validation_step(self, batch, batch_idx):
         out = self(batch)
-        bs = batch["inputs"].shape[0]
-        self.log_dict(
-            {
-                "val/loss": out.loss,
-                "val/base_loss": out.base_loss,
-                "val/semantic_loss": out.semantic_loss,
-                "val/top5_accuracy": out.top5_accuracy,
-            },
-            on_step=False,
-            on_epoch=True,
-            batch_size=bs,
-        )
+        bs = float(batch["inputs"].shape[0])
+        parts = [torch.as_tensor(v, device=self.device).float() * bs for v in (out.loss, out.base_loss,
+                 out.semantic_loss, out.top5_accuracy)] + [torch.tensor(bs, device=self.device)]  # fmt: skip
+        self._val_sums = self._val_sums + torch.stack(parts)
 
     def on_validation_epoch_start(self):
         self._t_last = None  # validation time is not a training step
+        self._val_sums = torch.zeros(len(self.VAL_KEYS) + 1, device=self.device)
+
+    def on_validation_epoch_end(self):
+        """Held-out figures: means over every held-out sample, weighted by batch size, summed over the ranks."""
+        sums = self._across_ranks(self._val_sums, "sum")
+        count = float(sums[-1])
+        if count:
+            means = dict(zip(self.VAL_KEYS, (sums[:-1] / count).tolist(), strict=True))
+            # already the same on every rank; sync_dist's mean of equal values keeps Lightning from warning
+            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -112,11 +112,16 @@ def utterance_length(u: Utterance, text_tokens: int) -> int:
 
 
 class PackedTrainStream(IterableDataset):
-    """Infinite, deterministic stream of collated batches: batch ``b`` holds samples ``b*batch_size + i``, and
-    sample ``k`` depends only on (seed, k). Worker ``w`` of ``n`` makes batches ``b ≡ w (mod n)``, which the
-    DataLoader returns in order, so batch order does not depend on the number of workers.
+    """Infinite, deterministic stream of collated batches for one rank of ``world`` (DDP).
 
-    ``start_batch`` skips batches already consumed: a resumed run sees the same data as an uninterrupted one.
+    Global batch ``b`` is ``batch_size * world`` samples, ``b*batch_size*world + j``; rank ``r`` gets the slice
+    ``j in [r*batch_size, (r+1)*batch_size)``, so ranks see disjoint samples and a step of W ranks x batch B
+    trains on exactly the samples of one rank x batch W*B. Sample ``k`` depends only on (seed, k). Worker ``w``
+    of ``n`` makes global batches ``b ≡ w (mod n)``, which the DataLoader returns in order, so batch order
+    depends on neither the number of workers nor the rank.
+
+    ``start_batch`` (a global batch: steps x accumulation, whatever the world size) skips batches already
+    consumed: a resumed run sees the same data as an uninterrupted one.
 
     ``packing``: ``fill`` (default) adds utterances until the sample reaches ``max_length`` and cuts the last one, so
     rows are full, batches need no padding and attention runs the flash kernel without a mask; ``pad`` (fishtune's
@@ -137,6 +142,8 @@ class PackedTrainStream(IterableDataset):
         seed: int = 0,
         start_batch: int = 0,
         packing: str = "fill",
+        rank: int = 0,
+        world: int = 1,
     ):
         if packing not in PACKINGS:
             raise ValueError(f"packing must be fill or pad, not {packing!r}")
@@ -144,6 +151,9 @@ class PackedTrainStream(IterableDataset):
         self.groups, self.tokenizer, self.nc = groups, CachedTokenizer(tokenizer), num_codebooks
         self.max_length, self.seed, self.start_batch = max_length, seed, start_batch
         self.batch_size, self.collate = batch_size, collate
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world}")
+        self.rank, self.world = rank, world
         self.weights = [len(g) for g in groups]
 
     def _len(self, u: Utterance) -> int:
@@ -174,8 +184,13 @@ class PackedTrainStream(IterableDataset):
             inputs, labels = encode(self.tokenizer, self.nc, chosen)
         return inputs[:, : self.max_length], labels[:, : self.max_length]
 
+    def sample_ids(self, b: int) -> range:
+        """The samples of global batch ``b`` that belong to this rank."""
+        first = (b * self.world + self.rank) * self.batch_size
+        return range(first, first + self.batch_size)
+
     def batch(self, b: int) -> dict:
-        return self.collate([self.sample(b * self.batch_size + i) for i in range(self.batch_size)])
+        return self.collate([self.sample(k) for k in self.sample_ids(b)])
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

@@ -1,0 +1,60 @@
+"""The LightningDataModule of a training run: the packed training stream and the held-out set, both per rank.
+
+- Training: :class:`~fishtune.training.samples.PackedTrainStream` for this rank of the world, starting at the
+  global batch ``global_step * accumulate`` (restored from a checkpoint by the time Lightning asks), so a resumed
+  run sees what an uninterrupted one would, whatever the number of processes.
+- Validation: rank ``r`` of ``W`` takes held-out items ``r, r+W, …`` (no padding with repeats, unlike a
+  DistributedSampler; see :func:`shard`); the module sums losses weighted by batch size and all-reduces them
+  (:meth:`~fishtune.training.module.LoraModule.on_validation_epoch_end`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from fishtune.training.samples import PackedTrainStream
+
+
+def shard(dataset: Dataset, rank: int, world: int) -> Dataset:
+    """Items ``rank, rank + world, …`` of ``dataset`` (every item on exactly one rank). With fewer items than
+    ranks every rank takes them all: each then validates the same set, and the all-reduced mean is unchanged."""
+    if world == 1 or len(dataset) < world:
+        return dataset
+    return Subset(dataset, range(rank, len(dataset), world))
+
+
+class PackedData(L.LightningDataModule):
+    def __init__(
+        self,
+        make_stream: Callable[..., PackedTrainStream],
+        val_set: Dataset,
+        collate: Callable,
+        val_batch_size: int,
+        accumulate: int,
+        workers: int,
+        pin_memory: bool = False,
+        groups: list | None = None,
+    ):
+        """``make_stream(start_batch, rank=, world=)`` builds the training stream; ``groups`` (the packed
+        utterances per speaker) are kept for the log."""
+        super().__init__()
+        self.groups = groups or []
+        self.make_stream, self.val_set, self.collate = make_stream, val_set, collate
+        self.val_batch_size, self.accumulate = val_batch_size, accumulate
+        self.workers, self.pin_memory = workers, pin_memory
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.workers, persistent_workers=self.workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.trainer
+        stream = self.make_stream(t.global_step * self.accumulate, rank=t.global_rank, world=t.world_size)
+        return self._loader(stream, batch_size=None, pin_memory=self.pin_memory)
+
+    def val_dataloader(self) -> DataLoader:
+        t = self.trainer
+        part = shard(self.val_set, t.global_rank, t.world_size)
+        return self._loader(part, batch_size=self.val_batch_size, collate_fn=self.collate)
