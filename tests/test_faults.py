@@ -122,8 +122,8 @@ def test_disk_full_during_checkpoint_save(tmp_path, trained_run, finnish_data, t
     # with space again, the rerun resumes from step 10 and finishes (what a user does after freeing space)
     assert sorted(p.name for p in ckdir.iterdir()) == [prev.name]
     assert run_inprocess(run, finnish_data, tiny_model, "train", *steps) == 0
-    log = (run / "logs" / "train.log").read_text()
-    assert "resuming from" in log and "step_000000010.ckpt" in log.split("resuming from")[-1].splitlines()[0]
+    summary = json.loads((run / "train" / "summary.json").read_text())
+    assert Path(summary["resumed_from"]).name == "step_000000010.ckpt" and summary["steps"] == 12
 
 
 def test_truncated_token_and_packed_files_are_detected(tmp_path, packed_run, finnish_data, tiny_model, capsys):
