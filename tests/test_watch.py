@@ -271,8 +271,8 @@ def test_publish_uploads_model_lora_samples_and_card(tmp_path, synced, finnish_d
 
 
 def test_summary_is_built_from_stage_results_and_the_layout(tmp_path, monkeypatch):
-    """Skipped or done and the outputs line come from each stage's StageResult (train's legacy dict still
-    reads); the next steps name the run's files where the layout puts them (here merge.output elsewhere)."""
+    """Skipped or done and the outputs line come from each stage's StageResult; the next steps name the run's
+    files where the layout puts them (here merge.output elsewhere)."""
     from fishtune import status
     from fishtune.layout import RunLayout
     from fishtune.results import StageResult
@@ -284,7 +284,7 @@ def test_summary_is_built_from_stage_results_and_the_layout(tmp_path, monkeypatc
     status.stage_started(run, "fetch")
     status.stage_finished("fetch", StageResult("nothing to fetch (weights present)", skipped=True))
     status.stage_started(run, "train")
-    status.stage_finished("train", {"steps": 3, "baseline": {"base_val_loss": 2.0}, "best_val_loss": 1.5})
+    status.stage_finished("train", StageResult("train/lora.pth (3 steps, val loss 2.000 -> 1.500)", data={"steps": 3}))
     run.merged_model.parent.mkdir(parents=True)
     run.merged_model.write_bytes(b"weights")
     status.stage_started(run, "merge")
@@ -300,3 +300,5 @@ def test_summary_is_built_from_stage_results_and_the_layout(tmp_path, monkeypatc
     assert not any("samples" in s for s in doc["next"])  # none made
     assert json.loads(run.summary.read_text())["stages"][0]["state"] == "skipped"
     assert status.read(run)["stages"]["merge"]["state"] == "done"
+    with pytest.raises(TypeError, match="stage train returned dict"):
+        status.stage_finished("train", {"steps": 3})  # a stage must return a StageResult

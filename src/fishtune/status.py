@@ -242,7 +242,7 @@ def stage_started(run: RunLayout | str | os.PathLike, name: str) -> None:
         _S.write(force=True)
 
 
-def stage_finished(name: str, result: StageResult | dict | None = None, error: BaseException | None = None) -> dict:
+def stage_finished(name: str, result: StageResult | None = None, error: BaseException | None = None) -> dict:
     """Record the end of a stage (done / skipped / failed / interrupted) from the :class:`StageResult` its ``run``
     returned; returns the record."""
     result = as_result(name, result)
@@ -343,31 +343,13 @@ def run_cost_text() -> str:
 
 
 # -- outputs and the final summary -------------------------------------------------------------------------------
-def as_result(name: str, result: StageResult | dict | None) -> StageResult:
-    """The stage's :class:`StageResult` (``None``: a stage that returned nothing)."""
-    if isinstance(result, StageResult):
-        return result
-    if isinstance(result, dict):
-        return _legacy(name, result)
-    return StageResult("")
-
-
-# TODO(#15): remove once train/extract return StageResult
-def _legacy(name: str, r: dict) -> StageResult:
-    """The dict train and extract still return, as a :class:`StageResult` (their summary lines kept)."""
-    if r.get("skipped"):
-        return StageResult(str(r.get("reason", "skipped")), skipped=True, data=r)
-    try:
-        if name == "extract":
-            return StageResult(f"tokens/ ({r['clips']} clips: {r['encoded']} encoded, {r['cached']} cached)", data=r)
-        if name == "train":
-            base, best = r.get("baseline", {}).get("base_val_loss"), r.get("best_val_loss")
-            loss = f", val loss {base:.3f} -> {best:.3f}" if isinstance(base, float) and isinstance(best, float) else ""
-            early = ", stopped early" if r.get("stopped_early") else ""
-            return StageResult(f"train/lora.pth ({r['steps']} steps{loss}{early})", data=r)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        pass
-    return StageResult("", data=r)
+def as_result(name: str, result: StageResult | None) -> StageResult:
+    """The stage's :class:`StageResult` (``None``: a stage that returned nothing, e.g. a server that was stopped)."""
+    if result is None:
+        return StageResult("")
+    if not isinstance(result, StageResult):
+        raise TypeError(f"stage {name} returned {type(result).__name__}, not a StageResult")
+    return result
 
 
 def next_steps(run: RunLayout, recs: list[dict], ok: bool) -> list[str]:

@@ -36,30 +36,42 @@ def heldout_batches(dataset, model, batch_size: int):
     return DataLoader(dataset, batch_size=int(batch_size), collate_fn=Collate(pad))
 
 
+def batch_sums(out, size: int, keys: tuple[str, ...] = KEYS) -> torch.Tensor:
+    """One batch's contribution: each loss part times the batch size, then the batch size (float64, on the
+    loss's device). Sum these over batches (and ranks) and pass the total to :func:`means`."""
+    names = {"val_loss": "loss", "val_base_loss": "base_loss", "val_semantic_loss": "semantic_loss"}
+    parts = [torch.as_tensor(getattr(out, names.get(k, k.removeprefix("val_")))).double().reshape(()) for k in keys]
+    return torch.stack([*(p * size for p in parts), torch.full_like(parts[0], float(size))])
+
+
+def means(sums: torch.Tensor, keys: tuple[str, ...] = KEYS) -> dict | None:
+    """The per-sample means from summed :func:`batch_sums` (None when no sample was seen)."""
+    samples = float(sums[-1])
+    if not samples:
+        return None
+    return dict(zip(keys, (sums[:-1] / samples).tolist(), strict=True))
+
+
 @torch.no_grad()
 def heldout_loss(model, batches: Iterable[dict], device, dtype, max_batches: int = 0) -> dict | None:
     """``{"val_loss", "val_base_loss", "val_semantic_loss", "samples", "batches"}``: the batch-size-weighted mean
     loss of ``model`` over ``batches`` (at most ``max_batches``; 0: all), or None when there is no batch.
 
     ``model`` is put in eval mode; each batch is moved to ``device`` and run under autocast to ``dtype`` (none for
-    float32).
+    float32). Training's own validation step sums the same :func:`batch_sums` across ranks.
     """
     from fishtune.training import forward as fw
 
     model.eval()
-    totals = torch.zeros(3, dtype=torch.float64)
-    samples = count = 0
+    totals, count = None, 0
     for i, batch in enumerate(batches):
         if max_batches and i >= max_batches:
             break
         batch = {k: v.to(device) for k, v in batch.items()}
-        size = int(batch["inputs"].shape[0])
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = fw.loss(model, batch)
-        totals += size * torch.tensor([float(out.loss), float(out.base_loss), float(out.semantic_loss)])
-        samples += size
+        part = batch_sums(out, int(batch["inputs"].shape[0])).cpu()
+        totals = part if totals is None else totals + part
         count += 1
-    if not samples:
-        return None
-    means = (totals / samples).tolist()
-    return {**dict(zip(KEYS, means, strict=True)), "samples": samples, "batches": count}
+    result = means(totals) if totals is not None else None
+    return None if result is None else {**result, "samples": int(totals[-1]), "batches": count}

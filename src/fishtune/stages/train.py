@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, devices, distributed, lora
 from fishtune.errors import StageFailed, UsageError
+from fishtune.evaluation.loss import heldout_loss
 from fishtune.generation import adapter_for
 from fishtune.layout import RunLayout
 from fishtune.modeling.llm import load_llm
@@ -114,29 +115,14 @@ def build_model(cfg: DictConfig, max_length: int, settings: lora.LoraSettings, i
     return model
 
 
-@torch.no_grad()
-def validation_loss(model, loader, device, max_batches: int, dtype) -> float:
-    """The mean loss over the first ``max_batches`` batches (0: all), weighted by batch size."""
-    model.eval()
-    total, n = 0.0, 0
-    for i, batch in enumerate(loader):
-        if max_batches and i >= max_batches:
-            break
-        batch = {k: v.to(device) for k, v in batch.items()}
-        bs = batch["inputs"].shape[0]
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            total += float(fw.loss(model, batch).loss) * bs
-        n += bs
-    return total / max(n, 1)
-
-
 def guard(cfg: DictConfig, model, val_loader, device, precision: str) -> dict:
     """Measure the starting loss; fail loudly when the model looks untrained."""
     c = model.config
     uniform = math.log(c.vocab_size) + math.log(c.codebook_size)
     model.to(device)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
-    loss = validation_loss(model, val_loader, device, int(cfg.train.guard.batches), dtype)  # stays on the device
+    # the held-out set is never empty here (heldout_groups refuses that); the model stays on the device
+    loss = heldout_loss(model, val_loader, device, dtype, int(cfg.train.guard.batches))["val_loss"]
     ratio = loss / uniform
     info = {"base_val_loss": round(loss, 4), "uniform_loss": round(uniform, 4), "ratio": round(ratio, 3)}
     log.info("base model validation loss %.4f; uniform guessing would give %.4f (ratio %.2f)", loss, uniform, ratio)
@@ -333,7 +319,7 @@ def baseline(cfg, layout: RunLayout, model, data, place: devices.Placement, prec
 def save_end_state(trainer, layout: RunLayout) -> None:
     """Keep the exact end state as a checkpoint (e.g. stopped early between two periodic ones); every rank takes
     part (Lightning saves on rank zero), so they decide together, on rank zero's view of the folder."""
-    last = layout.checkpoints / f"step_{trainer.global_step:09d}.ckpt"
+    last = layout.step_checkpoint(trainer.global_step)
     if trainer.strategy.broadcast(not last.is_file(), src=0):
         trainer.save_checkpoint(str(last))
 

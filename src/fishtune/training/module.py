@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from fishtune import lora
+from fishtune.evaluation import loss as heldout
 from fishtune.training import forward as fw
 from fishtune.training import memory
 
@@ -127,27 +128,22 @@ class LoraModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=bs)
         return out.loss
 
-    VAL_KEYS = ("val/loss", "val/base_loss", "val/semantic_loss", "val/top5_accuracy")
+    VAL_KEYS = ("val_loss", "val_base_loss", "val_semantic_loss", "val_top5_accuracy")  # logged as val/<part>
 
     def validation_step(self, batch, batch_idx):
-        out = self(batch)
-        bs = float(batch["inputs"].shape[0])
-        parts = [torch.as_tensor(v, device=self.device).float() * bs for v in (out.loss, out.base_loss,
-                 out.semantic_loss, out.top5_accuracy)] + [torch.tensor(bs, device=self.device)]  # fmt: skip
-        self._val_sums = self._val_sums + torch.stack(parts)
+        self._val_sums = self._val_sums + heldout.batch_sums(self(batch), int(batch["inputs"].shape[0]), self.VAL_KEYS)
 
     def on_validation_epoch_start(self):
         self._t_last = None  # validation time is not a training step
-        self._val_sums = torch.zeros(len(self.VAL_KEYS) + 1, device=self.device)
+        self._val_sums = torch.zeros(len(self.VAL_KEYS) + 1, dtype=torch.float64, device=self.device)
 
     def on_validation_epoch_end(self):
-        """Held-out figures: means over every held-out sample, weighted by batch size, summed over the ranks."""
-        sums = self._across_ranks(self._val_sums, "sum")
-        count = float(sums[-1])
-        if count:
-            means = dict(zip(self.VAL_KEYS, (sums[:-1] / count).tolist(), strict=True))
+        """Held-out figures: means over every held-out sample (fishtune.evaluation.loss), summed over the ranks."""
+        means = heldout.means(self._across_ranks(self._val_sums, "sum"), self.VAL_KEYS)
+        if means:
+            logged = {k.replace("val_", "val/", 1): v for k, v in means.items()}
             # already the same on every rank; sync_dist's mean of equal values keeps Lightning from warning
-            self.log_dict(means, on_step=False, on_epoch=True, sync_dist=True)
+            self.log_dict(logged, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
