@@ -355,6 +355,85 @@ def _replace_dir(dest: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _not_cached(what: str, where: Path) -> WeightsError:
+    return WeightsError(
+        f"{what} is not in the cache {where} and HF_HUB_OFFLINE=1 forbids downloading it",
+        hint="run once with network access, or unset HF_HUB_OFFLINE",
+    )
+
+
+def _resolve(hub: Hub, store: Path, revision: str, required: tuple[str, ...]) -> tuple[str, list[str]]:
+    """``(commit, file names)`` of ``revision``: from the Hub, or offline from the cache's record of it."""
+    repo = hub.repo
+    if _offline():
+        try:
+            commit = revision if COMMIT_RE.match(revision) else (store / "refs" / revision).read_text().strip()
+            names = json.loads((store / commit / ".listing.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise _not_cached(f"{repo}@{revision}", store) from None
+    else:
+        commit, names = hub.listing(revision)
+    if COMMIT_RE.match(revision) and commit != revision:
+        raise WeightsError(f"asked for {repo}@{revision}, the Hub gave {commit}", hint="check the revision")
+    missing = [f for f in required if f not in names]
+    if missing:
+        raise WeightsError(
+            f"{repo}@{commit} lacks {', '.join(missing)}: not a Fish Speech model repository",
+            hint="set model.repo_id to a repo with the openaudio-s1-mini layout",
+        )
+    return commit, names
+
+
+def _remember(store: Path, revision: str, commit: str, names: list[str]) -> Path:
+    """The snapshot folder of ``commit`` in the cache, with its listing (and the branch -> commit record)."""
+    snap = store / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / ".listing.json").write_text(json.dumps(names), encoding="utf-8")
+    if not COMMIT_RE.match(revision):
+        (store / "refs").mkdir(exist_ok=True)
+        (store / "refs" / revision).write_text(commit, encoding="utf-8")
+    return snap
+
+
+def _download_all(
+    hub: Hub, snap: Path, commit: str, revision: str, names: list[str], pins: dict, allow_unpinned: bool, say
+) -> tuple[dict[str, Path], dict[str, str | None]]:
+    """Every listed file in the snapshot (downloaded when missing): ``(paths, etags)``; refuses unsafe names and,
+    on a branch, large files without a sha256 pin."""
+    repo, offline = hub.repo, _offline()
+    found: dict[str, Path] = {}
+    etags: dict[str, str | None] = {}
+    for rel in names:
+        out = snap / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise WeightsError(f"{repo}@{commit} lists an unsafe file name {rel!r}", hint="use another repo")
+        etag, size = (None, None) if offline else hub.expected(commit, rel)
+        etags[rel] = etag
+        if not out.is_file():
+            if offline:
+                raise _not_cached(f"{rel} of {repo}@{commit}", snap)
+            hub.download(commit, rel, out, say)
+        found[rel] = out
+        big = (size or out.stat().st_size) > LARGE
+        if big and not COMMIT_RE.match(revision) and rel not in pins and not allow_unpinned:
+            raise WeightsError(
+                f"revision {revision!r} of {repo} is a branch or tag and {rel} has no sha256 pin: the download "
+                "would depend on the day it runs",
+                hint=f"pin a 40-hex commit (see {hub.endpoint}/{repo}/commits/main) or add {rel} to model.files",
+            )
+    unmatched = [p for p in pins if p not in found]
+    if unmatched:
+        raise WeightsError(
+            f"{repo}@{commit} lacks the pinned {', '.join(unmatched)}",
+            hint="check model.files against the repo, or pin the repo the pins are from",
+        )
+    return found, etags
+
+
 def install(
     repo: str,
     revision: str | None,
@@ -377,64 +456,11 @@ def install(
     dest, pins, revision = Path(dest), dict(pins or {}), revision or "main"
     hub = Hub(repo, token, endpoint)
     store = Path(cache_dir) / "fishtune-weights" / repo.replace("/", "--")
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    if offline:
-        try:
-            commit = revision if COMMIT_RE.match(revision) else (store / "refs" / revision).read_text().strip()
-            names = json.loads((store / commit / ".listing.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise WeightsError(
-                f"{repo}@{revision} is not in the cache {store} and HF_HUB_OFFLINE=1 forbids downloading it",
-                hint="run once with network access, or unset HF_HUB_OFFLINE",
-            ) from None
-    else:
-        commit, names = hub.listing(revision)
-    if COMMIT_RE.match(revision) and commit != revision:
-        raise WeightsError(f"asked for {repo}@{revision}, the Hub gave {commit}", hint="check the revision")
-    missing = [f for f in required if f not in names]
-    if missing:
-        raise WeightsError(
-            f"{repo}@{commit} lacks {', '.join(missing)}: not a Fish Speech model repository",
-            hint="set model.repo_id to a repo with the openaudio-s1-mini layout",
-        )
+    commit, names = _resolve(hub, store, revision, required)
     if not COMMIT_RE.match(revision) and allow_unpinned:
         say(f"warning: revision {revision!r} of {repo} is not a commit hash: installing {commit} (recorded)")
-    snap = store / commit
-    snap.mkdir(parents=True, exist_ok=True)
-    (snap / ".listing.json").write_text(json.dumps(names), encoding="utf-8")
-    if not COMMIT_RE.match(revision):
-        (store / "refs").mkdir(exist_ok=True)
-        (store / "refs" / revision).write_text(commit, encoding="utf-8")
-
-    found: dict[str, Path] = {}
-    etags: dict[str, str | None] = {}
-    for rel in names:
-        out = snap / rel
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise WeightsError(f"{repo}@{commit} lists an unsafe file name {rel!r}", hint="use another repo")
-        etag, size = (None, None) if offline else hub.expected(commit, rel)
-        etags[rel] = etag
-        if not out.is_file():
-            if offline:
-                raise WeightsError(
-                    f"{rel} of {repo}@{commit} is not in the cache {snap} and HF_HUB_OFFLINE=1 forbids downloading it",
-                    hint="run once with network access, or unset HF_HUB_OFFLINE",
-                )
-            hub.download(commit, rel, out, say)
-        found[rel] = out
-        big = (size or out.stat().st_size) > LARGE
-        if big and not COMMIT_RE.match(revision) and rel not in pins and not allow_unpinned:
-            raise WeightsError(
-                f"revision {revision!r} of {repo} is a branch or tag and {rel} has no sha256 pin: the download "
-                "would depend on the day it runs",
-                hint=f"pin a 40-hex commit (see {hub.endpoint}/{repo}/commits/main) or add {rel} to model.files",
-            )
-    unpinned_pins = [p for p in pins if p not in found]
-    if unpinned_pins:
-        raise WeightsError(
-            f"{repo}@{commit} lacks the pinned {', '.join(unpinned_pins)}",
-            hint="check model.files against the repo, or pin the repo the pins are from",
-        )
+    snap = _remember(store, revision, commit, names)
+    found, etags = _download_all(hub, snap, commit, revision, names, pins, allow_unpinned, say)
     sums = {rel: verify(found[rel], rel, etags[rel], pins.get(rel)) for rel in names}
     if check is not None:
         check(found, f"{repo}@{commit}")
