@@ -48,6 +48,7 @@ def test_the_check_finds_what_is_there_and_names_what_is_not(no_compiler, monkey
     assert compiler.compiler_for("cuda") == compiler.compiler_for("cpu") == cc.strip()
 
 
+@pytest.mark.slow
 def test_train_refuses_before_the_first_step(tmp_path, packed_run, finnish_data, tiny_model, no_compiler):
     run = copy_run(packed_run, tmp_path / "runs" / "cc")
     cmd = stage_cmd(run, finnish_data, tiny_model, "train", "train.compile=true", "train.max_steps=2")
@@ -58,6 +59,7 @@ def test_train_refuses_before_the_first_step(tmp_path, packed_run, finnish_data,
     assert not list(run.rglob("step_*.ckpt"))
 
 
+@pytest.mark.slow
 def test_doctor_fails_the_compile_check_with_one_line(tmp_path, finnish_data, tiny_model, no_compiler):
     run = tmp_path / "runs" / "doc"
     p = subprocess.run(

@@ -52,6 +52,7 @@ def _ns_pid(pid: int) -> list[int]:
     return [int(v) for v in line.split()[1:]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_to_pid_1_ends_train_with_130_and_resumes(tmp_path, packed_run, finnish_data, tiny_model, sig):
     prefix = _unshare()

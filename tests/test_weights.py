@@ -61,6 +61,7 @@ def _grep_tree(root: Path, needle: str) -> list[Path]:
 
 
 # -- the fetch stage ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch):
     files = _model_files(tiny_model)
     commit = fake_hub.add_repo(REPO, files)
@@ -119,6 +120,7 @@ def test_corrupt_download_is_refused_then_fetched_again(tmp_path, fake_hub, tiny
     assert (dest / "model.pth").read_bytes() == (tiny_model / "model.pth").read_bytes()
 
 
+@pytest.mark.slow
 def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_data):
     """kill -9 in the middle of a large download; the rerun continues the partial file with an HTTP Range request."""
     files = _model_files(tiny_model)
@@ -159,6 +161,7 @@ def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_da
     assert not list(cache.rglob("*.incomplete"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "rc"),
     [

@@ -23,6 +23,7 @@ import torch
 
 from fishtune import lora, safeload
 from fishtune.errors import InputError
+from fishtune.layout import RunLayout
 from fishtune.modeling.files import file_hash
 
 log = logging.getLogger("fishtune.adapters")
@@ -68,9 +69,10 @@ def _resolve_file(path: Path) -> Path:
 
     if not path.is_dir():
         return path
-    if (path / "lora.pth").is_file():
-        return path / "lora.pth"
-    found = checkpoints.newest_intact(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
+    lora_file, ckpts = RunLayout.lora_in(path), RunLayout.checkpoints_in(path)
+    if lora_file.is_file():
+        return lora_file
+    found = checkpoints.newest_intact(ckpts if ckpts.is_dir() else path)
     if found is None:
         raise InputError(
             f"no LoRA weights (lora.pth or step_*.ckpt) in {path}",

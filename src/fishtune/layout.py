@@ -111,11 +111,21 @@ class RunLayout:
 
     @property
     def checkpoints(self) -> Path:
-        return self.train / "checkpoints"
+        return self.checkpoints_in(self.train)
 
     @property
     def lora(self) -> Path:
-        return self.train / "lora.pth"
+        return self.lora_in(self.train)
+
+    @staticmethod
+    def checkpoints_in(train_dir: Path) -> Path:
+        """The checkpoint folder of a ``train/`` folder given on its own (e.g. by a user, outside any run)."""
+        return Path(train_dir) / "checkpoints"
+
+    @staticmethod
+    def lora_in(train_dir: Path) -> Path:
+        """The final adapter of a ``train/`` folder given on its own."""
+        return Path(train_dir) / "lora.pth"
 
     @property
     def best(self) -> Path:
