@@ -20,43 +20,14 @@ import pytest
 from conftest import HUB_TOKEN, TINY, run_inprocess
 from fishtune import formats
 from fishtune.datasets import MARKER
-
-REPO = "fishaudio/openaudio-s1-mini"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_token(monkeypatch, tmp_path):
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_TOKEN_FILE", str(tmp_path / "no-token-file"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-def _model_files(model_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir()) if p.is_file()}
-
-
-def _hub_args(hub, tmp_path: Path, dest: Path, *extra: str) -> list[str]:
-    return [
-        f"model.path={dest}",
-        f"model.repo_id={REPO}",
-        f"hub.endpoint={hub.url}",
-        f"hub.cache_dir={tmp_path / 'hf-cache'}",
-        *extra,
-    ]
-
-
-def _fetch(run_dir: Path, data: Path, *overrides: str) -> int:
-    # run_inprocess passes model.path first; ours (later) wins
-    return run_inprocess(run_dir, data, Path("/nonexistent"), "fetch", *overrides)
-
-
-def _grep_tree(root: Path, needle: str) -> list[Path]:
-    hits = []
-    for p in root.rglob("*"):
-        if p.is_file() and not p.is_symlink() and needle.encode() in p.read_bytes():
-            hits.append(p)
-    return hits
+from hubclient import (
+    REPO,
+    fetch,
+    grep_tree,
+    hub_args,
+    model_files,
+    no_ambient_token,  # noqa: F401 (autouse fixture)
+)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +37,7 @@ def _grep_tree(root: Path, needle: str) -> list[Path]:
     ],
 )
 def test_hub_errors_are_one_clear_line(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch, capsys, case, expect):
-    files = _model_files(tiny_model)
+    files = model_files(tiny_model)
     fake_hub.add_repo(REPO, files)
     fake_hub.add_repo("fishaudio/gated", files, gated=True)
     fake_hub.add_repo("me/data", {"README.md": b"# data\n"}, repo_type="dataset")
@@ -82,12 +53,12 @@ def test_hub_errors_are_one_clear_line(tmp_path, fake_hub, tiny_model, finnish_d
     if case == "bad token":
         monkeypatch.setenv("HF_TOKEN", bad)
     capsys.readouterr()
-    rc = _fetch(tmp_path / "runs" / "r", finnish_data, *_hub_args(fake_hub, tmp_path, dest), *extra)
+    rc = fetch(tmp_path / "runs" / "r", finnish_data, *hub_args(fake_hub, tmp_path, dest), *extra)
     err = capsys.readouterr().err
     assert rc == 1 and expect in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "Fix:" in err
     assert not dest.exists()
-    assert bad not in err and not _grep_tree(tmp_path / "runs", bad)
+    assert bad not in err and not grep_tree(tmp_path / "runs", bad)
 
 
 def _tar_dir(src: Path, arc: Path, top: str, extra: list[tuple[str, bytes]] = ()) -> Path:
@@ -123,7 +94,7 @@ def test_dataset_from_hub_archive_then_prepare(tmp_path, fake_hub, finnish_data,
     assert run_inprocess(run_dir, missing, tiny_model, "fetch", *ds) == 0
     assert len(fake_hub.seen("GET", "fi.tar.gz")) == n
     assert "already extracted" in (run_dir / "logs" / "fetch.log").read_text()
-    assert not _grep_tree(run_dir, HUB_TOKEN)
+    assert not grep_tree(run_dir, HUB_TOKEN)
 
     # a pinned sha256 that does not match is refused
     bad = [d if not d.startswith("fetch.dataset.sha256") else "fetch.dataset.sha256=" + "0" * 64 for d in ds]

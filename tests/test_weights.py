@@ -19,56 +19,28 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENTRYPOINT, HUB_TOKEN, TINY, run_inprocess
+from conftest import ENTRYPOINT, HUB_TOKEN, TINY
+from hubclient import (
+    REPO,
+    fetch,
+    grep_tree,
+    hub_args,
+    model_files,
+    no_ambient_token,  # noqa: F401 (autouse fixture)
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO = "fishaudio/openaudio-s1-mini"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_token(monkeypatch, tmp_path):
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_TOKEN_FILE", str(tmp_path / "no-token-file"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-def _model_files(model_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(model_dir.iterdir()) if p.is_file()}
-
-
-def _hub_args(hub, tmp_path: Path, dest: Path, *extra: str) -> list[str]:
-    return [
-        f"model.path={dest}",
-        f"model.repo_id={REPO}",
-        f"hub.endpoint={hub.url}",
-        f"hub.cache_dir={tmp_path / 'hf-cache'}",
-        *extra,
-    ]
-
-
-def _fetch(run_dir: Path, data: Path, *overrides: str) -> int:
-    # run_inprocess passes model.path first; ours (later) wins
-    return run_inprocess(run_dir, data, Path("/nonexistent"), "fetch", *overrides)
-
-
-def _grep_tree(root: Path, needle: str) -> list[Path]:
-    hits = []
-    for p in root.rglob("*"):
-        if p.is_file() and not p.is_symlink() and needle.encode() in p.read_bytes():
-            hits.append(p)
-    return hits
 
 
 # -- the fetch stage ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch):
-    files = _model_files(tiny_model)
+    files = model_files(tiny_model)
     commit = fake_hub.add_repo(REPO, files)
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     run_dir = tmp_path / "runs" / "r"
     dest = tmp_path / "models" / "s1"
-    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest, f"model.revision={commit}")) == 0
+    assert fetch(run_dir, finnish_data, *hub_args(fake_hub, tmp_path, dest, f"model.revision={commit}")) == 0
 
     for name, data in files.items():  # real files, byte-identical
         assert (dest / name).read_bytes() == data and not (dest / name).is_symlink()
@@ -82,12 +54,12 @@ def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, ti
 
     # second run: weights present -> nothing is downloaded (a no-op, like STAGE=all offline)
     n = len(fake_hub.requests)
-    assert _fetch(run_dir, finnish_data, *_hub_args(fake_hub, tmp_path, dest)) == 0
+    assert fetch(run_dir, finnish_data, *hub_args(fake_hub, tmp_path, dest)) == 0
     assert len(fake_hub.requests) == n
     assert "nothing to fetch" in (run_dir / "logs" / "fetch.log").read_text()
 
     # ... and never written down: logs, status.json, state.json, summary, the model folder
-    assert not _grep_tree(run_dir, HUB_TOKEN) and not _grep_tree(dest, HUB_TOKEN)
+    assert not grep_tree(run_dir, HUB_TOKEN) and not grep_tree(dest, HUB_TOKEN)
     assert "Hugging Face token: $HF_TOKEN" in (run_dir / "logs" / "fetch.log").read_text()
 
     # offline: a new model folder from the filled cache, HF_HUB_OFFLINE=1, no server involved
@@ -109,21 +81,21 @@ def test_fetch_base_weights_pinned_checked_and_idempotent(tmp_path, fake_hub, ti
 
 
 def test_corrupt_download_is_refused_then_fetched_again(tmp_path, fake_hub, tiny_model, finnish_data, capsys):
-    fake_hub.add_repo(REPO, _model_files(tiny_model))
+    fake_hub.add_repo(REPO, model_files(tiny_model))
     fake_hub.corrupt.add("model.pth")
     dest = tmp_path / "m"
-    args = _hub_args(fake_hub, tmp_path, dest)
-    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 1
+    args = hub_args(fake_hub, tmp_path, dest)
+    assert fetch(tmp_path / "runs" / "r", finnish_data, *args) == 1
     assert "model.pth is corrupt" in capsys.readouterr().err and not dest.exists()
     fake_hub.corrupt.clear()  # the next run downloads the removed file again and succeeds
-    assert _fetch(tmp_path / "runs" / "r", finnish_data, *args) == 0
+    assert fetch(tmp_path / "runs" / "r", finnish_data, *args) == 0
     assert (dest / "model.pth").read_bytes() == (tiny_model / "model.pth").read_bytes()
 
 
 @pytest.mark.slow
 def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_data):
     """kill -9 in the middle of a large download; the rerun continues the partial file with an HTTP Range request."""
-    files = _model_files(tiny_model)
+    files = model_files(tiny_model)
     big = os.urandom(24 << 20)  # > huggingface_hub's 10 MiB write chunk, so a partial file exists mid-download
     files["extra.bin"] = big
     fake_hub.add_repo(REPO, files)
@@ -137,7 +109,7 @@ def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_da
         *TINY,
         f"paths.data={finnish_data}",
         f"paths.runs={tmp_path / 'runs'}",
-        *_hub_args(fake_hub, tmp_path, dest),
+        *hub_args(fake_hub, tmp_path, dest),
     ]
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -171,12 +143,12 @@ def test_interrupted_download_resumes(tmp_path, fake_hub, tiny_model, finnish_da
     ids=["comment line", "two tokens"],
 )
 def test_token_file_with_a_second_line_never_leaks(tmp_path, fake_hub, tiny_model, content, rc):
-    fake_hub.add_repo(REPO, _model_files(tiny_model))
+    fake_hub.add_repo(REPO, model_files(tiny_model))
     token_file = tmp_path / "hf_token"
     token_file.write_text(content)
     env = {**os.environ, "HF_TOKEN_FILE": str(token_file), "FISHTUNE_RUNS": str(tmp_path / "runs"), "RUN_NAME": "t"}
     dest = tmp_path / "models" / "s1"
-    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, *_hub_args(fake_hub, tmp_path, dest)]
+    cmd = [sys.executable, str(ENTRYPOINT), "fetch", *TINY, *hub_args(fake_hub, tmp_path, dest)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == rc, p.stderr
     if rc == 0:  # the comment is not part of the token: the Hub got exactly the token
@@ -184,7 +156,7 @@ def test_token_file_with_a_second_line_never_leaks(tmp_path, fake_hub, tiny_mode
     else:
         assert f"{token_file} holds 2 lines that are not comments" in p.stderr and not fake_hub.requests
     for secret in (HUB_TOKEN, "hf_secondTOKENline12345"):
-        assert secret not in p.stdout + p.stderr and not _grep_tree(tmp_path / "runs", secret)
+        assert secret not in p.stdout + p.stderr and not grep_tree(tmp_path / "runs", secret)
 
 
 @pytest.mark.parametrize(
@@ -199,7 +171,7 @@ def test_token_file_with_a_second_line_never_leaks(tmp_path, fake_hub, tiny_mode
 def test_hub_refusals_are_one_clear_line(
     tmp_path, fake_hub, tiny_model, finnish_data, monkeypatch, capsys, case, expect
 ):
-    files = _model_files(tiny_model)
+    files = model_files(tiny_model)
     fake_hub.add_repo(REPO, files)
     fake_hub.add_repo("fishaudio/gated", files, gated=True)
     dest = tmp_path / "m"
@@ -213,12 +185,12 @@ def test_hub_refusals_are_one_clear_line(
     if case == "bad token":
         monkeypatch.setenv("HF_TOKEN", bad)
     capsys.readouterr()
-    rc = _fetch(tmp_path / "runs" / "r", finnish_data, *_hub_args(fake_hub, tmp_path, dest), *extra)
+    rc = fetch(tmp_path / "runs" / "r", finnish_data, *hub_args(fake_hub, tmp_path, dest), *extra)
     err = capsys.readouterr().err
     assert rc == 1 and expect in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "Fix:" in err
     assert not dest.exists()
-    assert bad not in err and not _grep_tree(tmp_path / "runs", bad)
+    assert bad not in err and not grep_tree(tmp_path / "runs", bad)
 
 
 # -- the image build's command: the same module on a bare Python ------------------------------------------------
@@ -285,7 +257,7 @@ def test_image_bake_from_a_bare_python_through_the_cdn_redirect(tmp_path, fake_h
     cdn = fake_hub.seen("GET", "/cdn/")
     assert cdn and all(r["token"] is None for r in cdn)
     assert {r["token"] for r in fake_hub.requests if not r["path"].startswith("/cdn/")} == {HUB_TOKEN}
-    assert HUB_TOKEN not in p.stdout + p.stderr and not _grep_tree(dest, HUB_TOKEN)
+    assert HUB_TOKEN not in p.stdout + p.stderr and not grep_tree(dest, HUB_TOKEN)
 
 
 def test_branch_needs_pins_for_large_files(tmp_path, fake_hub, installer):
@@ -364,7 +336,7 @@ def test_rebake_offline_from_the_cache_mount(tmp_path, fake_hub, installer):
     assert f"@{commit}," in (tmp_path / "b" / "WEIGHTS_SOURCE").read_text()
 
 
-def test_pins_are_the_configs_model_files(tmp_path):
+def test_pins_are_the_configsmodel_files(tmp_path):
     """The image reads model.files without a YAML library: it must read what OmegaConf reads, or refuse."""
     from omegaconf import OmegaConf
 
