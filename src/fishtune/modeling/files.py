@@ -96,16 +96,3 @@ PIN_HINT = (
     "download it again (STAGE=fetch fetch.model=always), or, for another model folder on purpose "
     "(e.g. an earlier run's merged model), set model.verify_files=false"
 )
-
-
-def check_data_only(found: dict[str, Path], where: str) -> None:
-    """Refuse a downloaded model folder whose weights are not plain data (a pickle that would run code) or whose
-    codec config names a class outside the codec allow-list, before it is installed."""
-    from fishtune import safeload
-    from fishtune.modeling.codec import read_codec_config
-
-    for rel, path in sorted(found.items()):
-        if rel == CODEC_CONFIG:
-            read_codec_config(path)
-        elif rel.endswith((".pth", ".ckpt", ".pt")) or Path(rel).name == "pytorch_model.bin":  # torch pickles
-            safeload.load(path, f"{rel} of {where}", hint="the download is corrupt; fetch again or use another repo")

@@ -28,7 +28,7 @@ from fishtune import archives, formats, hub, redact, weights
 from fishtune.datasets import MARKER, dataset_source
 from fishtune.errors import InputError
 from fishtune.layout import RunLayout
-from fishtune.modeling import files
+from fishtune.modeling import files, untrusted
 from fishtune.results import StageResult
 from fishtune.runstate import (
     RunState,
@@ -76,7 +76,7 @@ def _fetch_model(cfg: DictConfig, token: str | None, cache_dir: Path, endpoint: 
         pins={name: pin for name, pin in pins.items() if pin.get("sha256")},
         required=files.REQUIRED,
         allow_unpinned=True,  # model.revision may be a branch: warned, and the resolved commit is recorded
-        check=files.check_data_only,  # nothing that would run code gets installed
+        check=untrusted.check_data_only,  # nothing that would run code gets installed
         say=log.info,
     )
     return {k: v for k, v in out.items() if k != "sha256"} | {"model.pth_sha256": out["sha256"].get("model.pth")}
