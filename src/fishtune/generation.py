@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fishtune import adapters, lora, text
 from fishtune.errors import InputError, UsageError
@@ -62,7 +62,7 @@ def resolve_checkpoint(cfg: DictConfig, which: str | None = None, use_evaluation
 def adapter_for(cfg: DictConfig, path: str | os.PathLike) -> adapters.Adapter:
     """The adapter at ``path`` for this run's base model: its own settings (``lora.*`` only for files that carry
     none), refused when it was trained on another base unless ``lora.allow_other_base``."""
-    adapter = adapters.read(path, fallback=lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora)))
+    adapter = adapters.read(path, fallback=lora.LoraSettings.from_config(cfg))
     adapters.check_base(adapter, cfg.model.path, cfg.paths.cache, bool(cfg.lora.allow_other_base))
     return adapter
 

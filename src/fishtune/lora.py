@@ -57,6 +57,13 @@ class LoraSettings:
         targets = tuple(d.get("targets") or UPSTREAM_TARGETS)
         return cls(r=int(d["r"]), alpha=float(d["alpha"]), dropout=float(d.get("dropout", 0.0)), targets=targets)
 
+    @classmethod
+    def from_config(cls, cfg) -> LoraSettings:
+        """The settings of the run's ``lora:`` config section."""
+        from omegaconf import OmegaConf
+
+        return cls.from_dict(OmegaConf.to_container(cfg.lora))
+
 
 class LoraLinear(nn.Linear):
     def __init__(self, base: nn.Linear, s: LoraSettings):

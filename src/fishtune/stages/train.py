@@ -71,7 +71,7 @@ def choose_precision(name: str, device: torch.device) -> str:
 def adapter_settings(cfg: DictConfig) -> tuple[lora.LoraSettings, adapters.Adapter | None]:
     """The LoRA settings of this run: the config's, or (``train.init_lora``) the earlier adapter's r/alpha/targets,
     checked against the base it was trained on."""
-    settings = lora.LoraSettings.from_dict(OmegaConf.to_container(cfg.lora))
+    settings = lora.LoraSettings.from_config(cfg)
     if not cfg.train.init_lora:
         return settings, None
     init = adapter_for(cfg, cfg.train.init_lora)
