@@ -212,7 +212,7 @@ def test_cached_tokenizer_gives_the_same_samples_and_pickles(tiny_model):
 
 
 def test_probe_batch_is_the_one_with_the_most_audio_frames(tiny_model):
-    from fishtune.stages.train import probe_batch
+    from fishtune.training.memory import probe_batch
 
     model = load_llm(tiny_model)
     stream = _stream(model, "fill", n=30)

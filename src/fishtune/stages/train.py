@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -30,34 +29,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, devices, distributed, lora
 from fishtune.errors import StageFailed, UsageError
-from fishtune.evaluation.loss import heldout_loss
 from fishtune.generation import adapter_for
 from fishtune.layout import RunLayout
 from fishtune.modeling.llm import load_llm
 from fishtune.results import StageResult
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
-from fishtune.training import checkpoints
+from fishtune.training import checkpoints, guard, memory
 from fishtune.training import forward as fw
 from fishtune.training.precision import trainer_args
 
 log = logging.getLogger("fishtune.train")
-
-
-def check_val_set(val_set, max_length: int) -> None:
-    """Held-out clips longer than a row are left out of validation, loudly; none left is an error (an empty
-    validation would read 0.0000 and silently switch off early stopping and the untrained-base guard)."""
-    if val_set.left_out:
-        log.warning(
-            "%d held-out clip(s) longer than train.max_length=%d tokens are left out of validation (e.g. %r)",
-            len(val_set.left_out),
-            max_length,
-            val_set.left_out[0].text[:60],
-        )
-    if len(val_set) == 0:
-        raise StageFailed(
-            f"no held-out clip fits train.max_length={max_length} tokens: validation would measure nothing",
-            hint="raise train.max_length, or lower prepare.max_duration and rerun prepare, extract and pack",
-        )
 
 
 def choose_precision(name: str, device: torch.device) -> str:
@@ -115,39 +96,6 @@ def build_model(cfg: DictConfig, max_length: int, settings: lora.LoraSettings, i
     return model
 
 
-def guard(cfg: DictConfig, model, val_loader, device, precision: str) -> dict:
-    """Measure the starting loss; fail loudly when the model looks untrained."""
-    c = model.config
-    uniform = math.log(c.vocab_size) + math.log(c.codebook_size)
-    model.to(device)
-    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
-    # the held-out set is never empty here (heldout_groups refuses that); the model stays on the device
-    loss = heldout_loss(model, val_loader, device, dtype, int(cfg.train.guard.batches))["val_loss"]
-    ratio = loss / uniform
-    info = {"base_val_loss": round(loss, 4), "uniform_loss": round(uniform, 4), "ratio": round(ratio, 3)}
-    log.info("base model validation loss %.4f; uniform guessing would give %.4f (ratio %.2f)", loss, uniform, ratio)
-    limit = float(cfg.train.guard.max_loss_ratio)
-    if cfg.train.guard.enabled and ratio > limit:
-        if cfg.model.allow_untrained:
-            log.warning(
-                "the base model looks untrained (ratio %.2f > %.2f); allowed for model %s", ratio, limit, cfg.model.name
-            )
-        else:
-            raise StageFailed(
-                f"the base model {cfg.model.path} looks untrained: validation loss {loss:.2f} is {ratio:.0%} of "
-                f"uniform guessing ({uniform:.2f}); fine-tuning it would train adapters on a random base",
-                hint="check that model.pth is the real pretrained checkpoint (doctor prints its sha256)",
-            )
-    return info
-
-
-def probe_batch(model, stream, candidates: int = 8) -> dict:
-    """The batch for the memory plan: of the first ``candidates`` batches (full rows when packing fills them), the
-    one with the most audio frames, since the fast transformer's memory grows with them."""
-    batches = [stream.batch(b) for b in range(candidates)]
-    return max(batches, key=lambda b: int(fw.semantic_mask(model, b["labels"][:, 0]).sum()))
-
-
 # The settings that decide what a finished adapter is (train.max_steps is handled on its own: raising it trains on).
 RESULT_KEYS = ("lora.r", "lora.alpha", "lora.dropout", "model.path", "train.init_lora") + tuple(
     f"train.{k}"
@@ -195,7 +143,7 @@ def load_data(cfg: DictConfig, layout: RunLayout, model, pin_memory: bool):
     t, tok, nc = cfg.train, model.tokenizer, model.config.num_codebooks
     groups = load_groups(layout.shards("train"), nc)
     val_set = ValSet(load_groups(layout.shards("val"), nc), tok, nc, int(t.max_length))
-    check_val_set(val_set, int(t.max_length))
+    guard.check_val_set(val_set, int(t.max_length))
     collate = Collate(tok.get_token_id("<|end_of_text|>"))
 
     def make_stream(start_batch: int, rank: int = 0, world: int = 1) -> PackedTrainStream:
@@ -218,7 +166,7 @@ def build_module(cfg: DictConfig, model, data, record: dict):
         ce_chunk=int(t.ce_chunk),
         memory_fraction=float(t.memory_fraction),
         memory_limit_gb=float(t.memory_limit_gb) if t.memory_limit_gb else None,
-        probe_batch=lambda: probe_batch(model, data.make_stream(0)),
+        probe_batch=lambda: memory.probe_batch(model, data.make_stream(0)),
         adapter_record=record,
     )
 
@@ -313,7 +261,10 @@ def baseline(cfg, layout: RunLayout, model, data, place: devices.Placement, prec
         from torch.utils.data import DataLoader
 
         loader = DataLoader(data.val_set, batch_size=data.val_batch_size, collate_fn=data.collate)
-        write_json_atomic(layout.baseline, guard(cfg, model, loader, place.device, precision))
+        g, m = cfg.train.guard, cfg.model
+        info = guard.base_loss(model, loader, place.device, precision, int(g.batches), float(g.max_loss_ratio),
+                               bool(g.enabled), bool(m.allow_untrained), f"{m.path} ({m.name})")  # fmt: skip
+        write_json_atomic(layout.baseline, info)
 
 
 def save_end_state(trainer, layout: RunLayout) -> None:

@@ -134,3 +134,10 @@ def plan(
         "reason": f"the fewest that fit {what}",
         "probe_peaks_gib": probe.peaks,
     }
+
+
+def probe_batch(model, stream, candidates: int = 8) -> dict:
+    """The batch for the memory plan: of the first ``candidates`` batches (full rows when packing fills them), the
+    one with the most audio frames, since the fast transformer's memory grows with them."""
+    batches = [stream.batch(b) for b in range(candidates)]
+    return max(batches, key=lambda b: int(fw.semantic_mask(model, b["labels"][:, 0]).sum()))
