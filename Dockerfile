@@ -72,7 +72,8 @@ RUN --mount=type=secret,id=build_ca \
 FROM base AS weights-fetch
 ARG WEIGHTS_REPO=fishaudio/openaudio-s1-mini
 # A branch is allowed only because model.pth and codec.pth are pinned by sha256 (WEIGHTS_PINS); the commit it
-# resolved to is recorded in WEIGHTS_SOURCE and the label. Pin a 40-hex commit for a fully reproducible image.
+# resolved to is recorded in WEIGHTS_SOURCE (the label names the revision asked for). Pin a 40-hex commit for a
+# fully reproducible image.
 ARG WEIGHTS_REVISION=main
 ARG WEIGHTS_PINS=configs/model/s1-mini.yaml
 # The Hub (tests: a local stand-in); HF_HUB_OFFLINE=1 takes the files from the build's cache mount only.

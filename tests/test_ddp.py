@@ -185,6 +185,15 @@ def test_two_ranks_train_like_one_rank_with_twice_the_batch_and_resume_after_kil
     time.sleep(2)
     assert not (two / "train" / "lora.pth").exists() and not list(two.rglob("*.tmp")), "no rank survived"
 
+    # those checkpoints count global batches of 2 processes: resuming them with 1 would skip samples, so it is
+    # refused in one line and nothing changes
+    alone = [sys.executable, str(ENTRYPOINT), *stage_args(two, finnish_data, tiny_model, "train", *TRAIN,
+             "train.batch_size=2", "train.devices=1")]  # fmt: skip
+    wrong = subprocess.run(alone, env=env, capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2, wrong.stdout[-2000:] + wrong.stderr[-2000:]
+    assert "error: the checkpoint to resume was trained by 2 process(es), this run has 1" in wrong.stderr
+    assert max(p.name for p in (two / "train" / "checkpoints").glob("step_*.ckpt")) == kept
+
     # one rank x batch 4, uninterrupted, while nothing else runs
     assert run_inprocess(one, finnish_data, tiny_model, "train", *TRAIN, "train.batch_size=4") == 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fishtune import lora, safeload
+from fishtune import distributed, lora, safeload
 from fishtune.errors import InputError
 from fishtune.layout import RunLayout
 from fishtune.modeling.files import file_hash
@@ -72,7 +72,8 @@ def _resolve_file(path: Path) -> Path:
     lora_file, ckpts = RunLayout.lora_in(path), RunLayout.checkpoints_in(path)
     if lora_file.is_file():
         return lora_file
-    found = checkpoints.newest_intact(ckpts if ckpts.is_dir() else path)
+    # a corrupt newest checkpoint is set aside by one process only (under DDP every rank resolves the same folder)
+    found = checkpoints.newest_intact(ckpts if ckpts.is_dir() else path, set_aside=distributed.is_rank_zero())
     if found is None:
         raise InputError(
             f"no LoRA weights (lora.pth or step_*.ckpt) in {path}",

@@ -197,6 +197,26 @@ def run_stage(name: str, cfg) -> StageResult:
         logs.detach(handler)
 
 
+def run_worker_stage(name: str, cfg) -> None:
+    """A stage on a DDP rank other than zero: the same one-line errors as :func:`run_stage` (out of memory, disk
+    full, a crash named with its rank), without touching the lock, status.json or the stage log (rank zero's)."""
+    try:
+        stages.load(name).run(cfg)
+    except FishtuneError:
+        raise
+    except Exception as err:
+        rank = distributed.global_rank()
+        known = _disk_full(err, RunLayout.of(cfg).root) or _out_of_memory(err, name)
+        if known is not None:
+            raise known from err
+        traceback.print_exc()
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise FishtuneError(
+            f"stage {name} crashed on rank {rank}: {type(err).__name__}: {first}",
+            hint="the traceback is printed above; please report it",
+        ) from err
+
+
 def run_stages(names: list[str], cfg) -> None:
     """Run ``names`` in order; then status.json says how it ended and, for several stages, the summary."""
     ok = interrupted = False
@@ -234,7 +254,7 @@ def _main(argv: list[str] | None) -> int:
         names = distributed.stages_for_this_process(names)
         if not distributed.is_rank_zero():  # a DDP worker: no lock, status.json or stage log (rank zero's)
             for name in names:
-                stages.load(name).run(cfg)
+                run_worker_stage(name, cfg)
             return 0
         # Stay-up mode (launchables): serve.after=true serves the result once the stages are done.
         stay_up = bool(cfg.serve.after) and "serve" not in names

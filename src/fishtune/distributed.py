@@ -35,6 +35,11 @@ def is_rank_zero() -> bool:
     return all(_int(v) == 0 for v in _RANK_VARS)
 
 
+def global_rank() -> int:
+    """This process's rank across every host (0 without a launcher)."""
+    return _int("RANK", _int("SLURM_PROCID", 0))
+
+
 def local_rank() -> int:
     """This process's index on its host (its GPU)."""
     return _int("LOCAL_RANK", _int("SLURM_LOCALID", 0))

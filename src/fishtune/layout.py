@@ -51,6 +51,11 @@ class RunLayout:
         root = Path(run_dir)
         return cls(root=root, model=root / "model", samples=root / "samples", report=root / "report", raw=root / "raw")
 
+    @classmethod
+    def coerce(cls, run: RunLayout | str | Path) -> RunLayout:
+        """``run`` itself when it is a layout, else the default layout under that folder."""
+        return run if isinstance(run, RunLayout) else cls.at(run)
+
     # prepare
     @property
     def clips(self) -> Path:

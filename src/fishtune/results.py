@@ -2,7 +2,8 @@
 
 ``outputs`` is the line the run summary prints for the stage (what it produced, or why it did nothing);
 ``skipped`` says whether the stage found its work already done (or not asked for); ``data`` holds the
-stage's figures for ``summary.json`` and for callers (plain JSON-able values).
+stage's figures for callers and tests (plain JSON-able values; each stage also writes them to its own files,
+e.g. ``tokens/summary.json``, and the run's status and summary record ``outputs`` and the state).
 """
 
 from __future__ import annotations
@@ -22,7 +23,3 @@ class StageResult:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
-
-    def as_dict(self) -> dict[str, Any]:
-        """For JSON: ``{"outputs": ..., "skipped": ..., **data}``."""
-        return {"outputs": self.outputs, "skipped": self.skipped, **self.data}

@@ -61,7 +61,7 @@ def hold(run: RunLayout | str | os.PathLike, stages: list[str]) -> Iterator[None
     if all(s in READ_ONLY for s in stages):
         yield
         return
-    run = run if isinstance(run, RunLayout) else RunLayout.at(run)
+    run = RunLayout.coerce(run)
     run_dir, path = run.root, run.lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - closed below; the lock lives as long as the fd

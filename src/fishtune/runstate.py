@@ -245,7 +245,7 @@ class RunState:
     """``<run_dir>/state.json``: what each stage did, with the fingerprint of its inputs and config."""
 
     def __init__(self, run: RunLayout | str | os.PathLike):
-        run = run if isinstance(run, RunLayout) else RunLayout.at(run)
+        run = RunLayout.coerce(run)
         self.run_dir = run.root
         self.path = run.state
 

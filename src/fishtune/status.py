@@ -210,13 +210,9 @@ def _mark_killed(stages: dict, pid: Any) -> None:
             rec["error"] = f"the command (pid {pid}) ended without finishing this stage (kill -9, OOM killer, power?)"
 
 
-def _layout(run: RunLayout | str | os.PathLike) -> RunLayout:
-    return run if isinstance(run, RunLayout) else RunLayout.at(run)
-
-
 def read(run: RunLayout | str | os.PathLike) -> dict:
     """``status.json`` as a reader should see it: a "running" run whose process is gone (same host) is "killed"."""
-    doc = json.loads(_layout(run).status.read_text(encoding="utf-8"))
+    doc = json.loads(RunLayout.coerce(run).status.read_text(encoding="utf-8"))
     if doc.get("state") == "running" and doc.get("host") == socket.gethostname() and not _alive(doc.get("pid")):
         doc["state"] = "killed"
         _mark_killed(doc.get("stages") or {}, doc.get("pid"))
@@ -227,13 +223,13 @@ def read(run: RunLayout | str | os.PathLike) -> dict:
 def begin(run: RunLayout | str | os.PathLike, planned: list[str]) -> None:
     """Start a command's picture of ``run`` (its :class:`RunLayout`, or a run folder with the default layout)."""
     with _S.lock:
-        _S.reset(_layout(run), planned)
+        _S.reset(RunLayout.coerce(run), planned)
         _S.write(force=True)
 
 
 def stage_started(run: RunLayout | str | os.PathLike, name: str) -> None:
     with _S.lock:
-        run = _layout(run)
+        run = RunLayout.coerce(run)
         if _S.layout is None or _S.run_dir != run.root:
             _S.reset(run, [name])
         _S.stage, _S.stage_started = name, time.time()
@@ -404,7 +400,7 @@ def summary(run: RunLayout | str | os.PathLike, ok: bool) -> dict:
     """Print the per-stage table and next steps; write ``summary.json`` and ``summary.txt``."""
     from fishtune.runstate import write_json_atomic, write_text_atomic
 
-    run = _layout(run)
+    run = RunLayout.coerce(run)
     run_dir = run.root
     recs = records()
     total_s = sum(r["seconds"] for r in recs)

@@ -105,10 +105,7 @@ def mp3_data_uri(path: Path, bit_rate: int = 64000) -> str:
 
 def _short(path: str, report: dict) -> str:
     """A path relative to the run directory when it is inside it (what a person recognises)."""
-    try:
-        return str(Path(path).relative_to(report["run_dir"]))
-    except ValueError:
-        return path
+    return RunLayout.at(report["run_dir"]).relative(path)
 
 
 def _fmt(v, digits: int = 3) -> str:

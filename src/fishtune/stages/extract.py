@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> StageResult:
     fingerprint = sha256_json([codec_sha, sorted(audio_sha.values())])
     RunState(layout.root).record("extract", fingerprint=fingerprint, started=started, **figures)
     outputs = f"tokens/ ({summary['clips']} clips: {summary['encoded']} encoded, {summary['cached']} cached)"
-    return StageResult(outputs, data=summary)
+    return StageResult(outputs, skipped=not todo, data=summary)  # every clip cached: nothing was encoded
 
 
 def _describe(workers) -> str:

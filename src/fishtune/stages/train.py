@@ -29,12 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fishtune import adapters, devices, distributed, lora
 from fishtune.errors import StageFailed, UsageError
+from fishtune.evaluation.loss import heldout_batches
 from fishtune.generation import adapter_for
 from fishtune.layout import RunLayout
 from fishtune.modeling.llm import load_llm
 from fishtune.results import StageResult
 from fishtune.runstate import RunState, sha256_json, write_json_atomic
-from fishtune.training import checkpoints, guard, memory
+from fishtune.training import checkpoints, compiler, guard, memory
 from fishtune.training import forward as fw
 from fishtune.training.precision import trainer_args
 
@@ -151,7 +152,7 @@ def load_data(cfg: DictConfig, layout: RunLayout, model, pin_memory: bool):
                                  start_batch=start_batch, packing=str(t.packing), rank=rank, world=world)  # fmt: skip
 
     return PackedData(make_stream, val_set, collate, int(t.val_batch_size), int(t.accumulate), int(t.num_workers),
-                      pin_memory, groups)  # fmt: skip
+                      pin_memory, groups, val_items=int(t.val_batches) * int(t.val_batch_size))  # fmt: skip
 
 
 def build_module(cfg: DictConfig, model, data, record: dict):
@@ -239,7 +240,7 @@ def build_trainer(cfg: DictConfig, layout: RunLayout, place: devices.Placement, 
         max_steps=int(t.max_steps),
         val_check_interval=int(t.val_every),
         check_val_every_n_epoch=None,
-        limit_val_batches=int(t.val_batches) or 1.0,
+        limit_val_batches=1.0,  # train.val_batches cuts the held-out set before the ranks share it (PackedData)
         num_sanity_val_steps=0,
         gradient_clip_val=float(t.grad_clip) or None,
         accumulate_grad_batches=int(t.accumulate),
@@ -258,9 +259,7 @@ def build_trainer(cfg: DictConfig, layout: RunLayout, place: devices.Placement, 
 def baseline(cfg, layout: RunLayout, model, data, place: devices.Placement, precision: str, resumed: bool) -> None:
     """Rank zero measures the base model's held-out loss once per run (the untrained-base guard)."""
     if distributed.is_rank_zero() and (not resumed or not layout.baseline.is_file()):
-        from torch.utils.data import DataLoader
-
-        loader = DataLoader(data.val_set, batch_size=data.val_batch_size, collate_fn=data.collate)
+        loader = heldout_batches(data.val_set, model, data.val_batch_size)
         g, m = cfg.train.guard, cfg.model
         info = guard.base_loss(model, loader, place.device, precision, int(g.batches), float(g.max_loss_ratio),
                                bool(g.enabled), bool(m.allow_untrained), f"{m.path} ({m.name})")  # fmt: skip
@@ -368,9 +367,9 @@ def run(cfg: DictConfig) -> StageResult:
                  finished["steps"], why)  # fmt: skip
         return result_of(finished, skipped=True)
     baseline(cfg, layout, model, data, place, precision, resumed=resume_from is not None)
-    if t.compile:
-        backend = "inductor" if t.compile is True else str(t.compile)
-        fw.compile_layers(model, backend)
+    backend = compiler.backend_of(t.compile)
+    if backend is not None:  # every rank checks for the compiler of the device it will train on
+        fw.compile_layers(model, backend, device=place.device.type)
         log.info("torch.compile (%s): the first steps include compilation", backend)
     module = build_module(cfg, model, data, record)
     callbacks = build_callbacks(cfg, layout)

@@ -85,14 +85,15 @@ def use_sdpa_everywhere(model) -> None:
         layer.attention.use_sdpa = True
 
 
-def compile_layers(model, backend: str = "inductor") -> None:
+def compile_layers(model, backend: str = "inductor", device: str | None = None) -> None:
     """``torch.compile`` every transformer layer in place (parameter names stay the same, so checkpoints and LoRA
     state dicts are unaffected). Training batches of filled rows have one shape, so the slow layers compile once
     for it; a second shape (validation) makes torch compile a dynamic-shape version, not one per shape.
-    Refuses with one line, before anything is compiled, where the backend needs a compiler this machine lacks."""
+    Refuses with one line, before anything is compiled, where the backend needs a compiler this machine lacks for
+    ``device`` (the device type training runs on; default: where the model is now)."""
     from fishtune.training import compiler
 
-    compiler.require(backend, next(model.parameters()).device.type)
+    compiler.require(backend, device or next(model.parameters()).device.type)
     for layer in list(model.layers) + list(model.fast_layers):
         layer.compile(backend=backend)
 

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from fishtune import lora
+from fishtune.errors import UsageError
 from fishtune.evaluation import loss as heldout
 from fishtune.training import forward as fw
 from fishtune.training import memory
@@ -111,11 +112,11 @@ class LoraModule(L.LightningModule):
         now = time.perf_counter()
         bs = batch["inputs"].shape[0]
         # the step's figures over every rank (one all-reduce): the loss of the global batch, its tokens
-        parts = (out.loss.detach(), out.base_loss, out.semantic_loss, out.top5_accuracy)
+        parts = (out.loss.detach(), out.base_loss, out.semantic_loss, out.top5_accuracy, out.tokens)
         mean = self._across_ranks(torch.stack([torch.as_tensor(v, device=self.device).float() for v in parts]), "mean")
-        tokens = float(out.tokens) * self.trainer.world_size
         keys = ("train/loss", "train/base_loss", "train/semantic_loss", "train/top5_accuracy")
-        logs = dict(zip(keys, mean, strict=True))
+        logs = dict(zip(keys, mean[:4], strict=True))
+        tokens = float(mean[4]) * self.trainer.world_size  # every rank's tokens (padding differs between ranks)
         logs["train/tokens"] = tokens
         if self._t_last is not None:
             dt = now - self._t_last
@@ -168,6 +169,15 @@ class LoraModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "lora_" in k}
         checkpoint["fishtune"] = self.adapter_record  # how to use this adapter, and on which base
+        checkpoint["fishtune_world_size"] = self.trainer.world_size  # the data position depends on it
 
     def on_load_checkpoint(self, checkpoint):
+        saved, now = checkpoint.get("fishtune_world_size"), self.trainer.world_size
+        if saved is not None and int(saved) != now:  # every rank reads the same file: they all stop here
+            raise UsageError(
+                f"the checkpoint to resume was trained by {saved} process(es), this run has {now}: the data stream "
+                "position (global batch x processes x batch size) would skip or repeat samples",
+                hint=f"resume with {saved} process(es) (train.devices / torchrun --nproc-per-node), or start a new "
+                "run (RUN_NAME=<new>) with train.init_lora=<this run's train folder>",
+            )
         lora.load_lora_state_dict(self.model, checkpoint["state_dict"], source="the resumed checkpoint")

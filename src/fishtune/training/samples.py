@@ -120,8 +120,8 @@ class PackedTrainStream(IterableDataset):
     of ``n`` makes global batches ``b ≡ w (mod n)``, which the DataLoader returns in order, so batch order
     depends on neither the number of workers nor the rank.
 
-    ``start_batch`` (a global batch: steps x accumulation, whatever the world size) skips batches already
-    consumed: a resumed run sees the same data as an uninterrupted one.
+    ``start_batch`` (a global batch: steps x accumulation) skips batches already consumed: a resumed run with the
+    same world size sees the same data as an uninterrupted one.
 
     ``packing``: ``fill`` (default) adds utterances until the sample reaches ``max_length`` and cuts the last one, so
     rows are full, batches need no padding and attention runs the flash kernel without a mask; ``pad`` (fishtune's
