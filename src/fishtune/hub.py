@@ -20,7 +20,6 @@ On top of it fishtune adds:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from typing import Any
 from fishtune import redact
 from fishtune.errors import FishtuneError, InputError
 from fishtune.runstate import atomic_dir, link_or_copy, sha256_file
+from fishtune.weights import git_blob_sha1
 
 log = logging.getLogger("fishtune.hub")
 
@@ -157,15 +157,6 @@ def explain(
 
 
 # -- downloads ---------------------------------------------------------------------------------------------------
-def _git_blob_sha1(path: Path) -> str:
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def snapshot_files(snapshot: Path) -> list[Path]:
     return sorted(p for p in snapshot.rglob("*") if p.is_file() and ".cache" not in p.relative_to(snapshot).parts[:1])
 
@@ -182,7 +173,7 @@ def verify(path: Path, rel: str, expected: str | None = None) -> str:
     bad = None
     if SHA256_RE.match(blob) and blob != digest:
         bad = f"its sha256 {digest[:16]}... differs from the Hub's {blob[:16]}..."
-    elif re.fullmatch(r"[0-9a-f]{40}", blob) and path.is_symlink() and _git_blob_sha1(real) != blob:
+    elif re.fullmatch(r"[0-9a-f]{40}", blob) and path.is_symlink() and git_blob_sha1(real) != blob:
         bad = f"its git hash differs from the Hub's {blob[:16]}..."
     elif expected and expected.lower() != digest:
         bad = f"its sha256 {digest[:16]}... differs from the pinned {expected[:16]}..."

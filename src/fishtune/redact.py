@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from fishtune import weights
 from fishtune.errors import InputError
 
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -35,10 +36,9 @@ def remember(secret: str | None) -> None:
 def parse_token_file(content: str, path: Path) -> str | None:
     """The one token reader: the file's single line that is not blank and not a ``#`` comment (``None`` when there
     is none). Every line is remembered for masking first, so even a refused file never shows up in a log."""
-    lines = [line.strip() for line in content.splitlines()]
-    for line in lines:
-        remember(line)
-    tokens = [line for line in lines if line and not line.startswith("#")]
+    for line in content.splitlines():
+        remember(line.strip())
+    tokens = weights.token_lines(content)
     if len(tokens) > 1:
         raise InputError(
             f"the Hugging Face token file {path} holds {len(tokens)} lines that are not comments",

@@ -20,6 +20,7 @@ from typing import Any
 from fishtune import faults
 from fishtune.errors import InputError
 from fishtune.layout import RunLayout
+from fishtune.weights import sha256_file  # noqa: F401 (one hash reader, re-exported for the stages)
 
 
 def _umask() -> int:
@@ -178,14 +179,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                     hint="delete the file and rerun the stage that writes it",
                 ) from err
     return rows
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_json(obj: Any) -> str:

@@ -85,6 +85,11 @@ def git_blob_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def token_lines(text: str) -> list[str]:
+    """The lines of a token file that count: not blank, not a ``#`` comment (a usable file has exactly one)."""
+    return [x for x in (line.strip() for line in text.splitlines()) if x and not x.startswith("#")]
+
+
 def read_token(path: str | os.PathLike | None) -> str | None:
     """``HF_TOKEN``, else the one non-comment line of ``path`` (a secret file), else None (anonymous)."""
     env = (os.environ.get("HF_TOKEN") or "").strip()
@@ -92,8 +97,7 @@ def read_token(path: str | os.PathLike | None) -> str | None:
         return env
     if path is None or not Path(path).is_file():
         return None
-    lines = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines()]
-    lines = [x for x in lines if x and not x.startswith("#")]
+    lines = token_lines(Path(path).read_text(encoding="utf-8"))
     if len(lines) > 1:
         raise WeightsError(
             f"{path} holds {len(lines)} lines that are not comments",
